@@ -1,0 +1,51 @@
+"""Shared fixtures: ``--device``, float64 by default, a seeded RNG."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default="cpu",
+        choices=("cpu", "cuda"),
+        help="device on which to run the suite (cuda runs the same checks on a GPU)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped when there is none")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wants_cuda = config.getoption("--device") == "cuda"
+    if torch.cuda.is_available():
+        return
+    reason = "no CUDA device available"
+    for item in items:
+        if wants_cuda or "cuda" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The device chosen with ``--device``."""
+    return torch.device(request.config.getoption("--device"))
+
+
+@pytest.fixture(autouse=True)
+def seed() -> int:
+    """Seed torch's global RNG before every test so each test is reproducible on its own."""
+    torch.manual_seed(0)
+    return 0
+
+
+@pytest.fixture(autouse=True)
+def float64_default():
+    """Exactness tests run in float64 unless they ask for something else."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch.float64
+    torch.set_default_dtype(old)
