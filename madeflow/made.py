@@ -140,7 +140,8 @@ class MADE(nn.Module):
             if skip_connections
             else None
         )
-        self._apply_mask(0, warn=True)
+        self._apply_mask(0)
+        self._warn_blind_outputs()
         self.register_load_state_dict_post_hook(_reapply_mask_after_load)
 
     # ------------------------------------------------------------------ masks
@@ -187,7 +188,7 @@ class MADE(nn.Module):
         """Degrees of the output rows, ``(P * D,)``: row ``p * D + i`` is input ``i``."""
         return self.input_degree.repeat(self.output_multiplier)
 
-    def _apply_mask(self, index: int, warn: bool = False) -> None:
+    def _apply_mask(self, index: int) -> None:
         self.mask_index.fill_(index)
         perm = self.permutations[index]
         self.permutation = perm.clone()
@@ -200,22 +201,39 @@ class MADE(nn.Module):
         self.output_layer.set_mask(mask_from_degrees(out, below, strict=True))
         if self.skip_layer is not None:
             self.skip_layer.set_mask(mask_from_degrees(out, self.input_degree, strict=True))
-        if warn:
-            self._warn_blind_outputs()
 
-    def _warn_blind_outputs(self) -> None:
-        reach = connectivity(self.input_degree, self.hidden_degrees(), self.skip_connections)
-        needed = self.input_degree - 1
+    def blind_outputs(self, index: int | None = None) -> torch.Tensor:
+        """Which outputs cannot see all of their predecessors (or the context) under a mask.
+
+        Args:
+            index: Mask index; the current mask when ``None``.
+
+        Returns:
+            ``(D,)`` boolean, indexed by input.
+        """
+        k = int(self.mask_index) if index is None else index
+        inp = input_degrees(self.permutations[k])
+        layers = [getattr(self, f"degrees_{i}")[k] for i in range(len(self.hidden_dims))]
+        reach = connectivity(inp, layers, self.skip_connections)
+        needed = inp - 1
         blind = (reach < needed) & (needed > 0)
         if self.context_dim:
-            blind |= reach < 0
+            # The context reaches an output only through hidden units, never through skips.
+            blind |= connectivity(inp, layers, skip=False) < 0
+        return blind
+
+    def _warn_blind_outputs(self) -> None:
+        blind = torch.stack([self.blind_outputs(k) for k in range(self.num_masks)])
         if blind.any():
+            in_masks = f" in {int(blind.any(1).sum())} of {self.num_masks} masks" * (
+                self.num_masks > 1
+            )
             warnings.warn(
-                f"MADE: {int(blind.sum())} of {self.input_dim} outputs cannot see all of their "
-                f"predecessors{' or the context' if self.context_dim else ''} (hidden widths "
-                f"{list(self.hidden_dims)} for input_dim={self.input_dim}); their conditionals "
-                "are restricted. Widen the hidden layers or use skip_connections=True.",
-                stacklevel=4,
+                f"MADE: {int(blind.any(0).sum())} of {self.input_dim} outputs cannot see all of "
+                f"their predecessors{' or the context' if self.context_dim else ''}{in_masks} "
+                f"(hidden widths {list(self.hidden_dims)} for input_dim={self.input_dim}); their "
+                "conditionals are restricted. Widen the hidden layers or use skip_connections.",
+                stacklevel=3,
             )
 
     def set_mask(self, index: int) -> None:
