@@ -1,0 +1,122 @@
+"""Shared machinery of the affine autoregressive transforms (MAF and IAF).
+
+Private: the public classes live in :mod:`madeflow.transforms.maf` and
+:mod:`madeflow.transforms.iaf`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from madeflow.inversion import Step, autoregressive_solve
+from madeflow.made import MADE, Params
+
+__all__ = ["call_conditioner", "check_context", "clamp_log_scale", "params_version", "solve"]
+
+
+def clamp_log_scale(
+    log_scale: torch.Tensor, min_clip: float | None, max_clip: float | None
+) -> torch.Tensor:
+    """Clamp the value of a log-scale but let its gradient pass (Pyro's convention).
+
+    The forward value is ``clamp(log_scale, min_clip, max_clip)``; the gradient is that of the
+    identity, so units pushed past a bound keep learning. ``None`` bounds disable clamping.
+
+    Args:
+        log_scale: ``(*batch, D)``.
+        min_clip: Lower bound or ``None``.
+        max_clip: Upper bound or ``None``.
+
+    Returns:
+        ``(*batch, D)``.
+    """
+    if min_clip is None and max_clip is None:
+        return log_scale
+    return log_scale + (log_scale.clamp(min_clip, max_clip) - log_scale).detach()
+
+
+def call_conditioner(
+    net: Callable[..., Params], x: torch.Tensor, context: torch.Tensor | None
+) -> Params:
+    """Run the conditioner with or without a context.
+
+    Args:
+        net: A MADE, an ``AutoRegressiveNN`` or any callable with the same outputs.
+        x: ``(*batch, D)``.
+        context: ``(*batch, C)`` or ``None``.
+
+    Returns:
+        What ``net`` returns.
+    """
+    return net(x) if context is None else net(x, context)
+
+
+def solve(
+    net: Callable[..., Params],
+    step: Step,
+    noise: torch.Tensor,
+    context: torch.Tensor | None,
+) -> torch.Tensor:
+    """Solve ``x_d = step(theta_d(x_<d), noise_d)``: the sequential direction.
+
+    A :class:`~madeflow.MADE` goes through :func:`madeflow.inversion.autoregressive_solve` (the
+    fast engine). Any other conditioner (e.g. Pyro's ``AutoRegressiveNN``) gets a plain loop of
+    ``D`` network passes over its ``get_permutation()`` (or ``permutation``) order.
+
+    Args:
+        net: The conditioner.
+        step: Elementwise ``step(params, noise) -> x`` on a subset of dims.
+        noise: ``(*batch, D)``.
+        context: ``(*batch, C)`` or ``None``.
+
+    Returns:
+        ``(*batch, D)``.
+    """
+    if isinstance(net, MADE):
+        return autoregressive_solve(net, step, noise, context)
+    get = getattr(net, "get_permutation", None)
+    order = get() if get is not None else net.permutation
+    x = torch.zeros_like(noise)
+    dims = torch.arange(noise.shape[-1], device=noise.device)
+    for d in torch.as_tensor(order).tolist():
+        params = call_conditioner(net, x, context)
+        if isinstance(params, (tuple, list)):
+            sel = tuple(p[..., d : d + 1] for p in params)
+        else:
+            sel = params[..., d : d + 1]
+        x = torch.where(dims == d, step(sel, noise[..., d : d + 1]), x)
+    return x
+
+
+def check_context(net: Any, context: Any, owner: str) -> torch.Tensor:
+    """Validate a context passed to ``condition`` before it reaches the network.
+
+    Args:
+        net: The conditioner (its ``context_dim`` is checked when it has one).
+        context: The context, ``(*batch, context_dim)``.
+        owner: Class name used in error messages.
+
+    Returns:
+        The context.
+
+    Raises:
+        ValueError: If the context is missing or its last dimension is wrong.
+    """
+    if context is None:
+        raise ValueError(f"{owner}.condition needs a context tensor, got None")
+    if not isinstance(context, torch.Tensor):
+        raise ValueError(f"{owner}: context must be a torch.Tensor, got {type(context).__name__}")
+    context_dim = getattr(net, "context_dim", None)
+    if context_dim is not None and (context.dim() == 0 or context.shape[-1] != context_dim):
+        raise ValueError(
+            f"{owner}: context must have last dimension context_dim={context_dim}, "
+            f"got shape {tuple(context.shape)}"
+        )
+    return context
+
+
+def params_version(module: torch.nn.Module) -> int:
+    """Sum of the in-place version counters of a module's parameters (changes on every step)."""
+    return sum(p._version for p in module.parameters())
