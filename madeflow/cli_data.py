@@ -1,0 +1,207 @@
+"""Data sources of the command line: digits, toy densities and files, in model and data space.
+
+A run's ``config.json`` stores a ``data`` section (see :func:`data_config`); :func:`prepare` turns
+it into train/val/test tensors in *model space* (logits for the dequantized digits, standardised
+values for toy and file data, 0/1 for binary digits) plus the map back to *data space* (pixels in
+``[0, 1]`` or the file's units) with its log-Jacobian, so likelihoods and samples can be reported
+in the user's units.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from madeflow.data.files import DataError, Standardizer, load_array, split
+from madeflow.data.toy import TOY_DATASETS, toy_data
+
+__all__ = ["DataSpace", "Prepared", "data_config", "prepare"]
+
+DIGITS = ("digits", "digits-binary")
+TOY_ALIASES = {"two_moons": "moons", "two-moons": "moons", "eight_gaussians": "8gaussians"}
+
+
+def data_config(
+    source: str,
+    seed: int = 0,
+    toy_size: int = 10000,
+    standardize: bool = True,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """Describe a data source as JSON.
+
+    Args:
+        source: ``digits``, ``digits-binary``, a toy name (``moons``, ...) or a file path
+            (``file.npz:NAME`` picks an array).
+        seed: Seed of the split (and of the toy draw / digits dequantization).
+        toy_size: Number of points drawn for a toy density.
+        standardize: Standardise toy and file data with training statistics.
+        alpha: Logit-transform constant of the digits.
+
+    Returns:
+        The ``data`` section of a run config.
+    """
+    name = TOY_ALIASES.get(source, source)
+    if source in DIGITS:
+        kind = source
+    elif name in TOY_DATASETS:
+        kind, source = "toy", name
+    else:
+        kind = "file"
+        path, _, key = source.partition(".npz:")
+        source = str(Path(path + (".npz" if key else "")).resolve()) + (f":{key}" if key else "")
+    return {
+        "kind": kind,
+        "source": source,
+        "seed": seed,
+        "toy_size": toy_size,
+        "standardize": bool(standardize) and kind in ("toy", "file"),
+        "alpha": alpha,
+    }
+
+
+@dataclass
+class DataSpace:
+    """Map between model space and data space.
+
+    Attributes:
+        kind: ``digits``, ``digits-binary``, ``toy`` or ``file``.
+        standardizer: For standardised data, else ``None``.
+        alpha: Logit constant (digits).
+    """
+
+    kind: str
+    standardizer: Standardizer | None
+    alpha: float
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(8, 8)`` for digits, else ``None``."""
+        return (8, 8) if self.kind in DIGITS else None
+
+    def to_model(self, x: torch.Tensor) -> torch.Tensor:
+        """Data-space ``(N, D)`` -> model space."""
+        if self.kind == "digits":
+            a = self.alpha
+            if ((x < 0) | (x > 1)).any():
+                raise DataError("digit pixels must lie in [0, 1] (dequantized intensities)")
+            return torch.logit(a + (1 - 2 * a) * x)
+        if self.standardizer is not None:
+            return self.standardizer(x.to(self.standardizer.mean.dtype))
+        return x
+
+    def to_data(self, y: torch.Tensor) -> torch.Tensor:
+        """Model-space ``(N, D)`` -> data space."""
+        if self.kind == "digits":
+            a = self.alpha
+            return ((torch.sigmoid(y) - a) / (1 - 2 * a)).clamp(0.0, 1.0)
+        if self.standardizer is not None:
+            return self.standardizer.inverse(y)
+        return y
+
+    def log_jacobian(self, y: torch.Tensor) -> torch.Tensor:
+        """``log |det d(model)/d(data)|`` at model-space points ``(N, D)``, shape ``(N,)``.
+
+        ``log p_data = log p_model + log_jacobian``.
+        """
+        if self.kind == "digits":
+            from madeflow.data.digits import logit_log_jacobian
+
+            return logit_log_jacobian(y, alpha=self.alpha)
+        if self.standardizer is not None:
+            return self.standardizer.log_abs_det_jacobian().to(y.dtype).expand(y.shape[0])
+        return y.new_zeros(y.shape[0])
+
+    def augmenter(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+        """Fresh dequantization noise for logit digits (``None`` for other data).
+
+        Recovers each training pixel's integer level from its logit and redraws the uniform
+        noise, so the model never sees the same dequantized image twice. Validation and test
+        data keep their fixed noise.
+        """
+        if self.kind != "digits":
+            return None
+        a, levels = self.alpha, 17
+
+        def redraw(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+            x = (torch.sigmoid(y.double()) - a) / (1 - 2 * a)
+            level = torch.floor(x * levels).clamp(0, levels - 1)
+            u = torch.rand(y.shape, generator=gen, dtype=torch.float64).to(y.device)
+            return torch.logit(a + (1 - 2 * a) * (level + u) / levels).to(y.dtype)
+
+        return redraw
+
+    def state(self) -> dict[str, Any]:
+        """Tensors to save with the weights."""
+        if self.standardizer is None:
+            return {}
+        return {"mean": self.standardizer.mean, "std": self.standardizer.std}
+
+    @classmethod
+    def from_state(cls, cfg: dict[str, Any], state: dict[str, Any]) -> DataSpace:
+        """Rebuild from a data config and :meth:`state`."""
+        std = None
+        if state:
+            std = Standardizer(state["mean"].shape[0]).to(state["mean"].dtype)
+            std.load_state_dict({"mean": state["mean"], "std": state["std"]})
+        return cls(cfg["kind"], std, cfg["alpha"])
+
+
+@dataclass
+class Prepared:
+    """Splits in model space and the way back to data space."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+    space: DataSpace
+
+
+def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared:
+    """Load and split the data a config describes.
+
+    Args:
+        cfg: From :func:`data_config`.
+        dtype: Floating dtype of the tensors.
+
+    Returns:
+        The :class:`Prepared` splits.
+
+    Raises:
+        DataError: If the data cannot be read or is malformed.
+    """
+    kind = cfg["kind"]
+    if kind in DIGITS:
+        from madeflow.data.digits import load_digits
+
+        d = load_digits(
+            kind="binary" if kind == "digits-binary" else "logit",
+            seed=cfg["seed"],
+            alpha=cfg["alpha"],
+            dtype=dtype,
+        )
+        return Prepared(d.train, d.val, d.test, DataSpace(kind, None, cfg["alpha"]))
+    if kind == "toy":
+        full = toy_data(cfg["source"], cfg["toy_size"], seed=cfg["seed"], dtype=dtype)
+    else:
+        full = load_array(cfg["source"], dtype=dtype)
+    parts = split(full, seed=cfg["seed"])
+    std = Standardizer.fit(parts.train) if cfg["standardize"] else None
+    space = DataSpace(kind, std, cfg["alpha"])
+    if std is None:
+        return Prepared(parts.train, parts.val, parts.test, space)
+    return Prepared(std(parts.train), std(parts.val), std(parts.test), space)
+
+
+def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard error of a 1-D tensor (``nan`` error for one value)."""
+    n = values.numel()
+    mean = values.double().mean().item()
+    if n < 2:
+        return mean, math.nan
+    return mean, values.double().std().item() / math.sqrt(n)

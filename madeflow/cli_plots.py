@@ -1,0 +1,147 @@
+"""Pictures of a run for the command line (library code never plots; only the CLI imports this).
+
+matplotlib is imported lazily with the non-interactive Agg backend.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from madeflow.cli_data import DataSpace
+from madeflow.training import evaluate_log_prob
+
+__all__ = ["plot_run"]
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_run(
+    folder: Path,
+    model: nn.Module,
+    space: DataSpace,
+    test: torch.Tensor | None,
+    config: dict[str, Any],
+    seed: int = 0,
+) -> list[Path]:
+    """Draw ``samples.png`` (and ``training.png`` when metrics exist) into the run folder.
+
+    Digits get a grid of sampled images next to test images; 2-D data a density heatmap and a
+    scatter of samples; other data a scatter of the first two coordinates.
+
+    Args:
+        folder: The run folder.
+        model: The trained model (model space).
+        space: Map to data space.
+        test: Test data in model space ``(N, D)``, or ``None``.
+        config: The run config.
+        seed: Seed of the samples.
+
+    Returns:
+        The files written.
+    """
+    plt = _pyplot()
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        samples = space.to_data(model.sample((64 if space.image_shape else 2000,))).cpu()
+    test_data = None if test is None else space.to_data(test.to(device)).cpu()
+    written = []
+    path = folder / "samples.png"
+    if space.image_shape is not None:
+        _digit_grids(plt, samples, test_data, space.image_shape, path)
+    elif samples.shape[1] == 2:
+        _density_2d(plt, model, space, samples, test_data, path, device)
+    else:
+        samples = samples.numpy()
+        test_data = None if test_data is None else test_data.numpy()
+        fig, ax = plt.subplots(figsize=(5, 5))
+        if test_data is not None:
+            ax.scatter(test_data[:, 0], test_data[:, 1], s=3, alpha=0.4, label="test data")
+        ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, label="samples")
+        ax.set(xlabel="x[0]", ylabel="x[1]", title="first two coordinates")
+        ax.legend()
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+    written.append(path)
+    metrics = folder / "metrics.json"
+    if metrics.is_file():
+        import json
+
+        hist = json.loads(metrics.read_text())["history"]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(hist["train_log_lik"], label="train")
+        if hist["val_log_lik"]:
+            ax.plot(hist["val_log_lik"], label="validation")
+        ax.set(xlabel="epoch", ylabel="mean log-likelihood (nats, model space)")
+        ax.legend()
+        fig.savefig(folder / "training.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        written.append(folder / "training.png")
+    return written
+
+
+def _digit_grids(
+    plt: Any, samples: torch.Tensor, test: torch.Tensor | None, shape: tuple, path: Path
+) -> None:
+    n = int(math.isqrt(samples.shape[0]))
+
+    def grid(images: torch.Tensor) -> torch.Tensor:
+        h, w = shape[0] + 1, shape[1] + 1  # one blank pixel between images
+        imgs = torch.nn.functional.pad(images[: n * n].reshape(n, n, *shape), (0, 1, 0, 1))
+        return imgs.permute(0, 2, 1, 3).reshape(n * h, n * w)
+
+    panels = [("samples", samples)] + ([("test data", test)] if test is not None else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), squeeze=False)
+    for ax, (title, imgs) in zip(axes[0], panels):
+        ax.imshow(grid(imgs).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(title)
+        ax.axis("off")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _density_2d(
+    plt: Any,
+    model: nn.Module,
+    space: DataSpace,
+    samples: torch.Tensor,
+    test: torch.Tensor | None,
+    path: Path,
+    device: torch.device,
+) -> None:
+    ref = samples if test is None else test
+    lo, hi = ref.quantile(0.005, dim=0), ref.quantile(0.995, dim=0)
+    pad = 0.15 * (hi - lo)
+    lo, hi = lo - pad, hi + pad
+    res = 150
+    gx, gy = torch.linspace(lo[0], hi[0], res), torch.linspace(lo[1], hi[1], res)
+    xx, yy = torch.meshgrid(gx, gy, indexing="xy")
+    pts = torch.stack([xx.flatten(), yy.flatten()], -1).to(device)
+    y = space.to_model(pts)
+    log_p = (evaluate_log_prob(model, y) + space.log_jacobian(y)).cpu()
+    samples, test = samples.numpy(), None if test is None else test.numpy()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    extent = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
+    density = log_p.exp().reshape(res, res).numpy()
+    axes[0].imshow(density, origin="lower", extent=extent, aspect="auto")
+    axes[0].set_title("model density")
+    if test is not None:
+        axes[1].scatter(test[:, 0], test[:, 1], s=2, alpha=0.3, label="test data")
+    axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.3, label="samples")
+    axes[1].set(xlim=extent[:2], ylim=extent[2:], title="samples")
+    axes[1].legend(loc="upper right")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)

@@ -1,0 +1,236 @@
+"""Load user data from files, split it reproducibly, and standardise it.
+
+:func:`load_array` reads ``.npy``, ``.npz``, ``.csv`` (header detected) and ``.pt`` files into an
+``(N, D)`` float tensor with errors that say what is wrong and where. :func:`split` makes a fixed,
+seeded train/val/test split. :class:`Standardizer` maps data to zero mean and unit variance using
+training statistics only, and gives the log-Jacobian so likelihoods can be reported in the
+original units.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["DataError", "Split", "Standardizer", "load_array", "split"]
+
+SUFFIXES = (".npy", ".npz", ".csv", ".pt")
+
+
+class DataError(ValueError):
+    """User data is missing, unreadable, or not a finite ``(N, D)`` array."""
+
+
+class Split(NamedTuple):
+    """A train/validation/test split, each ``(n_part, D)``."""
+
+    train: torch.Tensor
+    val: torch.Tensor
+    test: torch.Tensor
+
+
+def _read_csv(path: Path) -> np.ndarray:
+    with path.open(newline="") as f:
+        rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
+    if not rows:
+        raise DataError(f"{path} is empty")
+
+    def is_number(cell: str) -> bool:
+        try:
+            float(cell)
+        except ValueError:
+            return False
+        return True
+
+    first = 1 if not all(is_number(c) for c in rows[0]) else 0  # a header row
+    body = rows[first:]
+    if not body:
+        raise DataError(f"{path} has a header but no data rows")
+    width = len(rows[0])
+    out = np.empty((len(body), width), dtype=np.float64)
+    for i, row in enumerate(body):
+        line = i + first + 1
+        if len(row) != width:
+            raise DataError(
+                f"{path}: line {line} has {len(row)} columns, expected {width} (ragged rows)"
+            )
+        for j, cell in enumerate(row):
+            try:
+                out[i, j] = float(cell)
+            except ValueError:
+                raise DataError(
+                    f"{path}: line {line}, column {j + 1} is not a number: {cell.strip()!r}"
+                ) from None
+    return out
+
+
+def _read_npz(path: Path, key: str | None) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        names = list(z.files)
+        if key is None:
+            if len(names) != 1:
+                raise DataError(f"{path} holds several arrays {names}; choose one with {path}:NAME")
+            key = names[0]
+        if key not in names:
+            raise DataError(f"{path} has no array {key!r}; it holds {names}")
+        return z[key]
+
+
+def load_array(
+    path: str | os.PathLike, key: str | None = None, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
+    """Read an ``(N, D)`` data matrix from a file.
+
+    Args:
+        path: A ``.npy``, ``.npz``, ``.csv`` or ``.pt`` file. For ``.npz`` with several arrays,
+            ``key`` (or ``file.npz:NAME``) picks one. ``.pt`` files must hold a tensor and are
+            read with ``weights_only=True``. A 1-D array is read as ``N`` one-dimensional points.
+        key: Array name inside an ``.npz`` file.
+        dtype: Floating dtype of the result.
+
+    Returns:
+        ``(N, D)`` tensor with ``N >= 2``.
+
+    Raises:
+        DataError: With a message naming the file and, where it applies, the row and column.
+    """
+    text = os.fspath(path)
+    if key is None and ".npz:" in text:
+        text, key = text.rsplit(":", 1)
+    p = Path(text)
+    if not p.exists():
+        raise DataError(f"data file not found: {p}")
+    if not p.is_file():
+        raise DataError(f"not a file: {p}")
+    if p.stat().st_size == 0:
+        raise DataError(f"{p} is empty")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            arr = np.load(p, allow_pickle=False)
+        elif suffix == ".npz":
+            arr = _read_npz(p, key)
+        elif suffix == ".csv":
+            arr = _read_csv(p)
+        elif suffix == ".pt":
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+            if not isinstance(obj, torch.Tensor):
+                raise DataError(f"{p} must hold a single tensor, found {type(obj).__name__}")
+            arr = obj.detach().cpu().to(torch.float64).numpy()
+        else:
+            raise DataError(f"unsupported data file type {suffix!r} ({p}); use one of {SUFFIXES}")
+    except DataError:
+        raise
+    except Exception as err:
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DataError(f"cannot read {p}: {msg}") from err
+    return _validate(np.asarray(arr), p, dtype)
+
+
+def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype) -> torch.Tensor:
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{path} holds {arr.dtype} values; expected numbers")
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise DataError(f"{path} holds an array of shape {arr.shape}; expected (N, D)")
+    if arr.shape[1] == 0:
+        raise DataError(f"{path} has no columns")
+    if arr.shape[0] < 2:
+        raise DataError(f"{path} has {arr.shape[0]} row(s); need at least 2 examples")
+    arr = arr.astype(np.float64)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+        raise DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}")
+    return torch.from_numpy(arr).to(dtype)
+
+
+def split(
+    data: torch.Tensor, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> Split:
+    """Shuffle with a fixed seed and cut into train/validation/test.
+
+    Args:
+        data: ``(N, D)`` examples with ``N >= 3``.
+        fractions: Train, validation and test fractions (normalised to sum to 1). Validation and
+            test get at least one example each.
+        seed: Seed of the shuffle.
+
+    Returns:
+        The :class:`Split`.
+    """
+    n = data.shape[0]
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
+    if n < 3:
+        raise DataError(f"need at least 3 examples to split into train/val/test, got {n}")
+    total = float(sum(fractions))
+    n_val = max(1, math.floor(n * fractions[1] / total))
+    n_test = max(1, math.floor(n * fractions[2] / total))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise DataError(f"{n} examples are too few for the split {fractions}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return Split(
+        data[order[:n_train]],
+        data[order[n_train : n_train + n_val]],
+        data[order[n_train + n_val :]],
+    )
+
+
+class Standardizer(nn.Module):
+    r"""Affine map to zero mean and unit variance, fitted on training data.
+
+    :math:`y = (x - \mu) / \sigma`, so :math:`\log p_x(x) = \log p_y(y) + \log|\det \partial y /
+    \partial x| = \log p_y(y) - \sum_d \log \sigma_d`. The statistics are buffers, saved with the
+    model's ``state_dict``.
+
+    Args:
+        dim: Number of features ``D``.
+        min_std: Floor on the standard deviation (constant columns get this scale).
+
+    Example:
+        >>> s = Standardizer.fit(torch.tensor([[0.0, 1.0], [2.0, 1.0]]))
+        >>> s(torch.tensor([[1.0, 1.0]]))
+        tensor([[0., 0.]])
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, dim: int, min_std: float = 1e-6) -> None:
+        super().__init__()
+        self.min_std = min_std
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @classmethod
+    def fit(cls, train: torch.Tensor, min_std: float = 1e-6) -> Standardizer:
+        """Fit mean and standard deviation on ``train`` ``(N, D)``."""
+        s = cls(train.shape[-1], min_std).to(dtype=train.dtype, device=train.device)
+        s.mean.copy_(train.mean(0))
+        std = train.std(0) if train.shape[0] > 1 else torch.ones_like(s.std)
+        scale = train.abs().amax(0).clamp_min(1.0)
+        s.std.copy_(torch.maximum(std, min_std * scale))
+        return s
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise ``(*batch, D) -> (*batch, D)``."""
+        return (x - self.mean) / self.std
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Map standardised ``(*batch, D)`` back to the original units."""
+        return y * self.std + self.mean
+
+    def log_abs_det_jacobian(self) -> torch.Tensor:
+        r"""The scalar :math:`\log|\det \partial y / \partial x| = -\sum_d \log \sigma_d`."""
+        return -self.std.log().sum()
