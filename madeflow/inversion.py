@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from madeflow.engine import fast_autoregressive_solve
 from madeflow.made import MADE, Params
 
 __all__ = ["Step", "autoregressive_solve", "naive_autoregressive_solve", "select_dims"]
@@ -69,6 +70,12 @@ def autoregressive_solve(
 ) -> torch.Tensor:
     """Solve ``x_d = step(theta_d(x_<d), noise_d)`` in the MADE's ordering.
 
+    Costs about one network pass (:func:`madeflow.engine.fast_autoregressive_solve` computes each
+    hidden unit once) plus ``D`` calls of ``step``. When a gradient is needed (grad mode on and the
+    MADE's parameters, ``noise`` or ``context`` require grad) it falls back to the differentiable
+    :func:`naive_autoregressive_solve` (``D`` passes): wrap sampling in ``torch.no_grad()`` when
+    no gradient is wanted.
+
     Args:
         made: The conditioner.
         step: Elementwise map from (parameters, noise) of some dims to their values. It must treat
@@ -79,4 +86,15 @@ def autoregressive_solve(
     Returns:
         ``(*batch, D)``.
     """
-    return naive_autoregressive_solve(made, step, noise, context)
+    # A subclass that changes forward() breaks the engine's assumptions: stay exact, go naive.
+    if _needs_grad(made, noise, context) or type(made).forward is not MADE.forward:
+        return naive_autoregressive_solve(made, step, noise, context)
+    return fast_autoregressive_solve(made, step, noise, context)
+
+
+def _needs_grad(made: MADE, noise: torch.Tensor, context: torch.Tensor | None) -> bool:
+    if not torch.is_grad_enabled():
+        return False
+    if noise.requires_grad or (context is not None and context.requires_grad):
+        return True
+    return any(p.requires_grad for p in made.parameters())
