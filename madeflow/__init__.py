@@ -1,14 +1,80 @@
-"""madeflow: MADE, MAF and IAF for PyTorch and Pyro, with exact densities and fast inversion."""
+"""madeflow: MADE, MAF and IAF for PyTorch and Pyro, with exact densities and fast inversion.
 
+The public API, flat:
+
+* the conditioner: :class:`MADE`, :class:`MaskedLinear`, :func:`check_autoregressive`;
+* density estimators: :class:`BernoulliMADE`, :class:`GaussianMADE`,
+  :class:`GaussianMixtureMADE`;
+* Pyro transforms: :class:`MAFTransform`, :class:`IAFTransform` (and conditional twins),
+  :class:`BatchNormTransform`, :class:`PermuteTransform`, factories;
+* flows and guides: :class:`MAF`, :class:`IAF`, :class:`AutoIAF`;
+* the sequential solver: :func:`autoregressive_solve`;
+* training and runs: :func:`fit`, :func:`load_run`, :func:`build_model`.
+"""
+
+from madeflow.autoguide import AutoIAF
+from madeflow.checkpoint import CheckpointError
 from madeflow.checks import AutoregressiveError, check_autoregressive
+from madeflow.density import (
+    BernoulliMADE,
+    GaussianMADE,
+    GaussianMixtureMADE,
+    MADEDensity,
+    MADEDistribution,
+)
+from madeflow.flows import IAF, MAF
+from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
 from madeflow.layers import MaskedLinear
 from madeflow.made import MADE
+from madeflow.models import build_model
+from madeflow.runs import load_run
+from madeflow.training import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.transforms import (
+    BatchNormTransform,
+    ConditionalIAFTransform,
+    ConditionalMAFTransform,
+    IAFTransform,
+    MAFTransform,
+    PermuteTransform,
+    conditional_iaf_transform,
+    conditional_maf_transform,
+    iaf_transform,
+    maf_transform,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "IAF",
     "MADE",
+    "MAF",
+    "AutoIAF",
     "AutoregressiveError",
+    "BatchNormTransform",
+    "BernoulliMADE",
+    "CheckpointError",
+    "ConditionalIAFTransform",
+    "ConditionalMAFTransform",
+    "EpochEnd",
+    "GaussianMADE",
+    "GaussianMixtureMADE",
+    "History",
+    "IAFTransform",
+    "MADEDensity",
+    "MADEDistribution",
+    "MAFTransform",
     "MaskedLinear",
+    "NonFiniteLossError",
+    "PermuteTransform",
+    "autoregressive_solve",
+    "build_model",
     "check_autoregressive",
+    "conditional_iaf_transform",
+    "conditional_maf_transform",
+    "evaluate_log_prob",
+    "fit",
+    "iaf_transform",
+    "load_run",
+    "maf_transform",
+    "naive_autoregressive_solve",
 ]

@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--num-components",
         type=int,
-        help="mixture components of made-mog (default 10; maf-mog uses it once MAF accepts it)",
+        help="mixture components of made-mog and maf-mog (default 10)",
     )
     f.add_argument("--num-masks", type=int, help="MADE masks for order-agnostic training")
     f.add_argument("--batch-norm", action="store_true", default=None, help="MAF batch norm")

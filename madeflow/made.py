@@ -270,7 +270,7 @@ class MADE(nn.Module):
         self._check_inputs(x, context)
         h = self.layers[0](x)
         if self.context_layer is not None:
-            h = h + self.context_layer(context)
+            h = h + self.context_layer(context.to(h.dtype))
         for layer in self.layers[1:]:
             a = layer(self.activation(h))
             h = h + a if self.residual else a

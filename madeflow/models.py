@@ -8,7 +8,6 @@ saved run can be rebuilt before its ``state_dict`` is loaded.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,8 +48,7 @@ def _maf(base: str) -> Callable[[int, dict[str, Any]], nn.Module]:
             "batch_norm": o["batch_norm"],
             **_made_kwargs(o),
         }
-        accepted = inspect.signature(MAF).parameters
-        if base == "mog" and "num_components" in accepted:
+        if base == "mog":
             kwargs["num_components"] = o["num_components"]
         return MAF(input_dim, **kwargs)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -17,6 +19,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped when there is none")
+    # Test models are tiny: one intra-op thread avoids thread start-up and barrier costs that
+    # dominate them (and oversubscription when the machine is shared).
+    torch.set_num_threads(int(os.environ.get("MADEFLOW_TEST_THREADS", "1")))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
