@@ -250,7 +250,7 @@ def fast_autoregressive_solve(
     Returns:
         ``(*batch, D)``, equal (up to rounding) to the naive solver's result.
     """
-    made._check_inputs(noise, context)
+    made.check_inputs(noise, context)
     d = made.input_dim
     batch = noise.shape[:-1]
     if context is not None:

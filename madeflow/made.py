@@ -267,7 +267,7 @@ class MADE(nn.Module):
             tensor when there is one entry ``p > 1``, else a tuple with one entry per param dim,
             ``(*batch, D)`` each when all are 1 and ``(*batch, p, D)`` otherwise.
         """
-        self._check_inputs(x, context)
+        self.check_inputs(x, context)
         h = self.layers[0](x)
         if self.context_layer is not None:
             h = h + self.context_layer(context.to(h.dtype))
@@ -290,7 +290,13 @@ class MADE(nn.Module):
             return out.unbind(-2)
         return tuple(out.split(self.param_dims, dim=-2))
 
-    def _check_inputs(self, x: torch.Tensor, context: torch.Tensor | None) -> None:
+    def check_inputs(self, x: torch.Tensor, context: torch.Tensor | None = None) -> None:
+        """Raise a ``ValueError`` naming the problem if ``x`` or ``context`` do not fit.
+
+        Args:
+            x: ``(*batch, input_dim)``.
+            context: ``(*batch, context_dim)``, required exactly when ``context_dim > 0``.
+        """
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() == 0 or x.shape[-1] != self.input_dim:

@@ -9,11 +9,20 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+from pyro.distributions import constraints
+from pyro.distributions.conditional import ConditionalTransformModule
 
 from madeflow.inversion import Step, autoregressive_solve
 from madeflow.made import MADE, Params
 
-__all__ = ["call_conditioner", "check_context", "clamp_log_scale", "params_version", "solve"]
+__all__ = [
+    "ConditionalAutoregressive",
+    "call_conditioner",
+    "check_context",
+    "clamp_log_scale",
+    "params_version",
+    "solve",
+]
 
 
 def clamp_log_scale(
@@ -120,3 +129,41 @@ def check_context(net: Any, context: Any, owner: str) -> torch.Tensor:
 def params_version(module: torch.nn.Module) -> int:
     """Sum of the in-place version counters of a module's parameters (changes on every step)."""
     return sum(p._version for p in module.parameters())
+
+
+class ConditionalAutoregressive(ConditionalTransformModule):
+    """Shared body of the conditional MAF and IAF layers: hold a network, build on ``condition``.
+
+    Subclasses set :attr:`transform_class`; ``condition(c)`` returns
+    ``transform_class(nn, context=c, **kwargs)``, which shares this module's network.
+
+    Args:
+        autoregressive_nn: A conditional :class:`~madeflow.MADE` (``context_dim > 0``,
+            ``param_dims=(1, 1)``) or Pyro's ``ConditionalAutoRegressiveNN``.
+        **kwargs: Passed to :attr:`transform_class`.
+    """
+
+    transform_class: type
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
+    def __init__(self, autoregressive_nn: Callable[..., Params], **kwargs: Any) -> None:
+        super().__init__()
+        self.nn = autoregressive_nn
+        self.kwargs = kwargs
+
+    def condition(self, context: torch.Tensor) -> Any:
+        """Fix the context.
+
+        Args:
+            context: ``(*batch, context_dim)``.
+
+        Returns:
+            A :attr:`transform_class` instance sharing the network.
+
+        Raises:
+            ValueError: If ``context`` is missing or has the wrong last dimension.
+        """
+        check_context(self.nn, context, type(self).__name__)
+        return self.transform_class(self.nn, context=context, **self.kwargs)

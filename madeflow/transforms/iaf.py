@@ -7,13 +7,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from pyro.distributions import constraints
-from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 
 from madeflow.made import MADE, Params
 from madeflow.transforms._autoregressive import (
+    ConditionalAutoregressive,
     call_conditioner,
-    check_context,
     clamp_log_scale,
     params_version,
     solve,
@@ -190,7 +189,7 @@ class IAFTransform(TransformModule):
         return super()._inv_call(y)
 
 
-class ConditionalIAFTransform(ConditionalTransformModule):
+class ConditionalIAFTransform(ConditionalAutoregressive):
     """An IAF layer whose network also reads a context; ``condition(c)`` gives an IAFTransform.
 
     The returned transform shares this module's network (no copy) and holds the context.
@@ -207,26 +206,4 @@ class ConditionalIAFTransform(ConditionalTransformModule):
         (4, 3)
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
-    def __init__(self, autoregressive_nn: Callable[..., Params], **kwargs: object) -> None:
-        super().__init__()
-        self.nn = autoregressive_nn
-        self.kwargs = kwargs
-
-    def condition(self, context: torch.Tensor) -> IAFTransform:
-        """Fix the context.
-
-        Args:
-            context: ``(*batch, context_dim)``.
-
-        Returns:
-            An :class:`IAFTransform` sharing the network.
-
-        Raises:
-            ValueError: If ``context`` is missing or has the wrong last dimension.
-        """
-        check_context(self.nn, context, type(self).__name__)
-        return IAFTransform(self.nn, context=context, **self.kwargs)  # type: ignore[arg-type]
+    transform_class = IAFTransform

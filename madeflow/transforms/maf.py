@@ -6,13 +6,12 @@ from typing import Callable
 
 import torch
 from pyro.distributions import constraints
-from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.torch_transform import TransformModule
 
 from madeflow.made import MADE, Params
 from madeflow.transforms._autoregressive import (
+    ConditionalAutoregressive,
     call_conditioner,
-    check_context,
     clamp_log_scale,
     solve,
 )
@@ -148,7 +147,7 @@ class MAFTransform(TransformModule):
         return log_scale.sum(-1)
 
 
-class ConditionalMAFTransform(ConditionalTransformModule):
+class ConditionalMAFTransform(ConditionalAutoregressive):
     """A MAF layer whose network also reads a context; ``condition(c)`` gives a MAFTransform.
 
     The returned transform shares this module's network (no copy) and holds the context.
@@ -165,26 +164,4 @@ class ConditionalMAFTransform(ConditionalTransformModule):
         (4, 3)
     """
 
-    domain = constraints.real_vector
-    codomain = constraints.real_vector
-    bijective = True
-
-    def __init__(self, autoregressive_nn: Callable[..., Params], **kwargs: float | None) -> None:
-        super().__init__()
-        self.nn = autoregressive_nn
-        self.kwargs = kwargs
-
-    def condition(self, context: torch.Tensor) -> MAFTransform:
-        """Fix the context.
-
-        Args:
-            context: ``(*batch, context_dim)``.
-
-        Returns:
-            A :class:`MAFTransform` sharing the network.
-
-        Raises:
-            ValueError: If ``context`` is missing or has the wrong last dimension.
-        """
-        check_context(self.nn, context, type(self).__name__)
-        return MAFTransform(self.nn, context=context, **self.kwargs)
+    transform_class = MAFTransform
