@@ -124,7 +124,10 @@ def evaluate_log_prob(
     context: torch.Tensor | None = None,
     batch_size: int = 1000,
 ) -> torch.Tensor:
-    """Per-example log-likelihoods in evaluation mode, computed in batches.
+    """Per-example log-likelihoods in evaluation mode, without gradients, computed in batches.
+
+    A model trained under several masks (``ensemble_log_prob`` and ``num_masks > 1`` on its MADE)
+    is scored by its mask ensemble, the density the MADE paper evaluates.
 
     Args:
         model: Any module with ``log_prob(x, context=None)``.
@@ -135,6 +138,9 @@ def evaluate_log_prob(
     Returns:
         ``(N,)`` log-likelihoods (on ``data``'s device).
     """
+    made = getattr(model, "made", None)
+    use_ensemble = hasattr(model, "ensemble_log_prob") and getattr(made, "num_masks", 1) > 1
+    score = model.ensemble_log_prob if use_ensemble else model.log_prob
     was_training = model.training
     model.eval()
     try:
@@ -142,7 +148,8 @@ def evaluate_log_prob(
         for start in range(0, data.shape[0], batch_size):
             x = data[start : start + batch_size]
             c = None if context is None else context[start : start + batch_size]
-            out.append(model.log_prob(x) if c is None else model.log_prob(x, context=c))
+            with torch.no_grad():
+                out.append(score(x) if c is None else score(x, context=c))
         if not out:
             return data.new_zeros(0)
         return torch.cat(out)

@@ -200,3 +200,14 @@ def test_progress_bar_shows_log_likelihoods(capsys):
     fit(DiagGauss(), torch.randn(30, 2), torch.randn(10, 2), max_epochs=2, progress=True)
     err = capsys.readouterr().err
     assert "2/2" in err and "train=" in err and "val=" in err
+
+
+def test_evaluate_log_prob_no_grad_and_mask_ensemble():
+    from madeflow import BernoulliMADE
+
+    model = BernoulliMADE(4, [12], num_masks=3, permutation="random", seed=0)
+    x = torch.bernoulli(torch.full((7, 4), 0.5))
+    got = evaluate_log_prob(model, x, batch_size=3)
+    assert not got.requires_grad
+    assert torch.allclose(got, model.ensemble_log_prob(x))
+    assert not torch.allclose(got, model.log_prob(x))
