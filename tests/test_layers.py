@@ -126,3 +126,67 @@ def test_plan_follows_set_mask_even_at_a_reused_address():
         layer.mask.copy_(mask_from_degrees(torch.full_like(deg, int(deg.max())), deg))
         want = torch.nn.functional.linear(x, layer.weight * layer.mask, layer.bias)
         assert torch.allclose(layer(x), want, atol=1e-10)
+
+
+def assert_grouped_exact(mask, device, groups):
+    expected, got = dense_and_grouped(mask, device, groups, batch=(7,))
+    for e, g in zip(expected, got):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
+    return got
+
+
+@pytest.mark.parametrize("groups", [4, 8])
+def test_diagonal_blocks_of_differing_widths(device, small_layers_grouped, groups):
+    # Skewed degrees: the groups' diagonal blocks (and their masked parts) differ in width.
+    out_deg = torch.cat([torch.randint(1, 4, (20,)), torch.randint(4, 31, (28,))])
+    out_deg = out_deg[torch.randperm(48)]
+    mask = mask_from_degrees(out_deg, torch.randperm(30) + 1)
+    plan = group_plan(mask, groups)
+    widths = [c - s for (_, _, c), s in zip(plan.groups, plan.shared)]
+    assert len(set(widths)) > 1
+    sorted_mask = mask[plan.row_order][:, plan.col_order]
+    for g, ((r0, r1, c), s, block) in enumerate(zip(plan.groups, plan.shared, plan.blocks)):
+        assert s == (plan.groups[g - 1][2] if g else 0)
+        assert sorted_mask[r0:r1, :s].all() and not sorted_mask[r0:r1, c:].any()
+        assert torch.equal(block, ~sorted_mask[r0:r1, s:c])
+    assert_grouped_exact(mask, device, groups)
+
+
+def test_equal_rows_give_empty_diagonal_blocks(device, small_layers_grouped):
+    mask = mask_from_degrees(torch.full((16,), 5), torch.arange(1, 9))
+    plan = group_plan(mask, 4)
+    assert [c - s for (_, _, c), s in zip(plan.groups, plan.shared)] == [5, 0, 0, 0]
+    assert_grouped_exact(mask, device, 4)
+
+
+def test_unseen_columns_get_zero_gradients(device, small_layers_grouped):
+    # Strict mask: the input of the highest degree feeds no row; rows of degree 0 see nothing.
+    mask = mask_from_degrees(
+        torch.tensor([0, 3, 1, 5, 2, 0, 4, 5]), torch.arange(1, 7), strict=True
+    )
+    _, grad_x, grad_w, _ = assert_grouped_exact(mask, device, 3)
+    assert (grad_x[:, 4:] == 0).all()
+    assert (grad_w[~mask.to(device)] == 0).all()
+
+
+@pytest.mark.parametrize("groups", [4, 8])
+def test_output_layer_row_gather_with_gradients(device, small_layers_grouped, monkeypatch, groups):
+    monkeypatch.setattr(grouped, "DEFAULT_GROUPS", groups)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        made = MADE(7, [16, 16], param_dims=(2, 1), permutation="random", seed=1).to(device)
+    assert made.output_layer.group_plan().row_order is not None  # rows are p * D + i
+    x = torch.randn(5, 7, device=device, requires_grad=True)
+    layers = [*made.layers, made.output_layer]
+    results = []
+    for use_groups in (True, False):
+        for layer in layers:
+            layer.grouped = use_groups
+        out = made(x)
+        loss = sum(
+            (o * torch.linspace(-1, 1, o.numel(), device=device).view_as(o)).sum() for o in out
+        )
+        params = [x, *(p for layer in layers for p in (layer.weight, layer.bias))]
+        results.append(torch.autograd.grad(loss, params))
+    for g, e in zip(*results):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-12)
