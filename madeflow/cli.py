@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -33,8 +34,15 @@ from madeflow.training import NonFiniteLossError, evaluate_log_prob
 __all__ = ["EXIT_CODES", "UsageError", "load_run", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr (exit code 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="madeflow",
         description="Fit, evaluate and sample MADE/MAF density estimators.",
         epilog="Exit codes: 2 usage, 3 data error, 4 checkpoint/run-folder error, "

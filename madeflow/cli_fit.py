@@ -7,6 +7,7 @@ folder layout is described in :mod:`madeflow.runs`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -79,8 +80,19 @@ def _fit_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: (FIT_DEFAULTS[k] if v is None else v) for k, v in s.items()}
 
 
+def _check_settings(s: dict[str, Any]) -> None:
+    """Refuse impossible training numbers before anything is written."""
+    for key, low in (("max_epochs", 0), ("batch_size", 1), ("patience", 0), ("toy_size", 3)):
+        if s[key] < low:
+            raise UsageError(f"--{key.replace('_', '-')} must be >= {low}, got {s[key]}")
+    for key in ("lr", "weight_decay", "clip_grad"):
+        if not s[key] >= 0 or (key == "lr" and s[key] == 0):
+            raise UsageError(f"--{key.replace('_', '-')} must be a positive number, got {s[key]}")
+
+
 def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     s = _fit_settings(args)
+    _check_settings(s)
     data = data_config(
         s["data"], seed=s["seed"], toy_size=s["toy_size"], standardize=not args.no_standardize
     )
@@ -142,17 +154,31 @@ def cmd_fit(args: argparse.Namespace) -> int:
         if given:
             say(args.quiet, f"--resume uses {out}/config.json; ignoring {', '.join(given)}")
         if args.max_epochs is not None:
+            if args.max_epochs < 0:
+                raise UsageError(f"--max-epochs must be >= 0, got {args.max_epochs}")
             config["training"]["max_epochs"] = args.max_epochs
     else:
         config = _new_config(args)
         out = _out_folder(args, config)
-        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        # A stale ``.lock`` alone (a run killed before writing anything) does not count.
+        if out.exists() and (not out.is_dir() or any(p.name != ".lock" for p in out.iterdir())):
             raise UsageError(
                 f"{out} already exists and is not empty; use --resume to continue it or "
                 "choose another --out"
             )
-    with RunLock(out):
-        return _fit_locked(args, config, out, device)
+    created = not out.exists()
+    fresh = not args.resume  # a new run: `out` was absent or empty
+    try:
+        with RunLock(out):
+            return _fit_locked(args, config, out, device)
+    except Exception:
+        # A new run that failed before its first checkpoint leaves nothing half-written behind.
+        if fresh and out.is_dir() and not (out / "train_state.pt").exists():
+            (out / "config.json").unlink(missing_ok=True)
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only if empty: never delete anything we did not write
+        raise
 
 
 def _fit_locked(

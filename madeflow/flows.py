@@ -14,6 +14,7 @@ from pyro.distributions.conditional import (
 from torch import nn
 
 from madeflow.density import GaussianMixtureMADE
+from madeflow.density.base import _check_finite_context
 from madeflow.made import MADE
 from madeflow.transforms.batchnorm import BatchNormTransform
 from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
@@ -84,6 +85,7 @@ class _Flow(nn.Module):
                     f"context must have last dimension context_dim={self.context_dim}, "
                     f"got shape {tuple(context.shape)}"
                 )
+            _check_finite_context(context)
         elif context is not None:
             raise ValueError(f"{type(self).__name__} has context_dim=0 but a context was given")
 
@@ -116,7 +118,12 @@ class _Flow(nn.Module):
         Raises:
             ValueError: On a wrong last dimension or NaN/Inf entries (the rows are named).
         """
-        _check_points(x, self.input_dim)
+        ref = next(self.parameters())
+        x = _check_points(x, self.input_dim, ref.dtype)
+        self._check_context(context)
+        batch = _check_batch(x, context)
+        if batch.numel() == 0:  # torch's support check cannot reshape an empty batch
+            return x.new_zeros(batch)
         return self(context).log_prob(x)
 
     @torch.no_grad()
@@ -145,19 +152,39 @@ class _ConditionalBase(ConditionalDistribution):
         return self.fn(context)
 
 
-def _check_points(x: Any, input_dim: int) -> None:
+def _check_batch(x: torch.Tensor, context: torch.Tensor | None) -> torch.Size:
+    """The broadcast batch shape of ``x`` and ``context``, or a ValueError naming both."""
+    if context is None:
+        return x.shape[:-1]
+    try:
+        return torch.broadcast_shapes(x.shape[:-1], context.shape[:-1])
+    except RuntimeError:
+        raise ValueError(
+            f"context batch shape {tuple(context.shape[:-1])} does not match (broadcast with) "
+            f"x batch shape {tuple(x.shape[:-1])}"
+        ) from None
+
+
+def _check_points(x: Any, input_dim: int, dtype: torch.dtype) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 0 or x.shape[-1] != input_dim:
         raise ValueError(
             f"x must have last dimension input_dim={input_dim}, got shape {tuple(x.shape)}"
         )
+    if not x.dtype.is_floating_point:
+        raise TypeError(
+            f"flows are continuous densities but x has dtype {x.dtype}; dequantize integer data "
+            "or convert it explicitly with x.to(dtype) before scoring"
+        )
+    x = x.to(dtype)
     bad = ~torch.isfinite(x).all(-1)
     if bad.any():
         rows = torch.nonzero(bad).tolist()
         shown = ", ".join(str(tuple(r)) if len(r) > 1 else str(r[0]) for r in rows[:10])
         more = f" (and {len(rows) - 10} more)" if len(rows) > 10 else ""
         raise ValueError(f"x contains NaN or Inf in rows {shown}{more}")
+    return x
 
 
 class MAF(_Flow):

@@ -184,6 +184,7 @@ class MADEDensity(nn.Module):
                     f"context must have last dimension context_dim={self.context_dim}, "
                     f"got shape {tuple(context.shape)}"
                 )
+            _check_finite_context(context)
             return context.shape[:-1]
         if context is not None:
             raise ValueError(f"this {type(self).__name__} has context_dim=0 but got a context")
@@ -219,7 +220,14 @@ class MADEDensity(nn.Module):
                 out-of-support values, or a missing/unexpected context.
         """
         x = self._check_x(x)
-        self._check_context(context)
+        batch = self._check_context(context)
+        try:
+            torch.broadcast_shapes(x.shape[:-1], batch)
+        except RuntimeError:
+            raise ValueError(
+                f"context batch shape {tuple(batch)} does not match (broadcast with) x batch "
+                f"shape {tuple(x.shape[:-1])}"
+            ) from None
         return self.conditionals_from_params(self.made(x, context)).log_prob(x).sum(-1)
 
     def ensemble_log_prob(
@@ -321,3 +329,11 @@ class MADEDensity(nn.Module):
         from madeflow.density.distribution import MADEDistribution
 
         return MADEDistribution(self, context)
+
+
+def _check_finite_context(context: torch.Tensor) -> None:
+    """Refuse NaN/Inf contexts (they would silently give NaN densities), naming the rows."""
+    bad = ~torch.isfinite(context).all(-1)
+    if bool(bad.any()):
+        rows = [tuple(r) for r in torch.nonzero(bad)[:5].tolist()]
+        raise ValueError(f"context contains NaN or Inf in {int(bad.sum())} row(s): {rows}")

@@ -116,7 +116,9 @@ class IAFTransform(TransformModule):
         """``(shift, scale, log_scale)`` such that ``x = shift + scale * u``."""
         mean, s = params
         if self.stable:
-            logit = s + self.sigmoid_bias
+            # Bound the gate below like the log-scale of the plain form (a gate that underflows
+            # to 0 makes the layer non-invertible and its inverse divide by zero).
+            logit = clamp_log_scale(s + self.sigmoid_bias, self.log_scale_min_clip, None)
             gate = torch.sigmoid(logit)
             # log(sigmoid(t)) = -softplus(-t); F.logsigmoid is ~10 ms per call on CPU in torch 2.13.
             return (1 - gate) * mean, gate, -F.softplus(-logit)
