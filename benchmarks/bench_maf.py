@@ -248,6 +248,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch)")
     parser.add_argument("--direct-max-d", type=int, default=64, help="largest D timed directly")
     parser.add_argument("--libs", default=",".join(BUILDERS), help="comma-separated subset")
+    parser.add_argument(
+        "--sizes", default=None, help="comma-separated DxH subset of the grid, e.g. 64x1024"
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -263,6 +266,9 @@ def main() -> None:
     if args.quick:
         grid = {k: [(8, 32), (16, 64)] for k in grid}
         reps = min(reps, 3)
+    if args.sizes:
+        keep = {tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")}
+        grid = {k: [dh for dh in v if dh in keep] for k, v in grid.items()}
     tasks = [args.only] if args.only else list(grid)
     import warnings
 
