@@ -19,6 +19,7 @@ __all__ = [
     "ConditionalAutoregressive",
     "call_conditioner",
     "check_context",
+    "check_network",
     "clamp_log_scale",
     "params_version",
     "solve",
@@ -97,6 +98,27 @@ def solve(
             sel = params[..., d : d + 1]
         x = torch.where(dims == d, step(sel, noise[..., d : d + 1]), x)
     return x
+
+
+def check_network(net: Any, context: torch.Tensor | None, owner: str) -> None:
+    """Refuse a conditioner an affine transform cannot use.
+
+    Args:
+        net: The conditioner handed to ``owner``.
+        context: The fixed context (set by ``.condition``) or ``None``.
+        owner: The transform's class name, for messages (``"MAFTransform"``).
+
+    Raises:
+        ValueError: For a MADE whose ``param_dims`` is not ``(1, 1)`` (shift and log-scale), or
+            a conditional network used without a context.
+    """
+    if isinstance(net, MADE) and tuple(net.param_dims) != (1, 1):
+        raise ValueError(f"{owner} needs a MADE with param_dims=(1, 1), got {net.param_dims}")
+    if context is None and getattr(net, "context_dim", 0):
+        raise ValueError(
+            f"the network is conditional (context_dim > 0): use Conditional{owner} and "
+            ".condition(context)"
+        )
 
 
 def check_context(net: Any, context: Any, owner: str) -> torch.Tensor:

@@ -9,10 +9,11 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.made import MADE, Params
+from madeflow.made import Params
 from madeflow.transforms._autoregressive import (
     ConditionalAutoregressive,
     call_conditioner,
+    check_network,
     clamp_log_scale,
     params_version,
     solve,
@@ -91,16 +92,7 @@ class IAFTransform(TransformModule):
         context: torch.Tensor | None = None,
     ) -> None:
         super().__init__(cache_size=1)
-        if isinstance(autoregressive_nn, MADE) and tuple(autoregressive_nn.param_dims) != (1, 1):
-            raise ValueError(
-                f"IAFTransform needs a MADE with param_dims=(1, 1), "
-                f"got {autoregressive_nn.param_dims}"
-            )
-        if context is None and getattr(autoregressive_nn, "context_dim", 0):
-            raise ValueError(
-                "the network is conditional (context_dim > 0): use ConditionalIAFTransform and "
-                ".condition(context)"
-            )
+        check_network(autoregressive_nn, context, "IAFTransform")
         self.nn = autoregressive_nn
         self.stable = stable
         self.log_scale_min_clip = log_scale_min_clip

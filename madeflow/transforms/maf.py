@@ -8,10 +8,11 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.made import MADE, Params
+from madeflow.made import Params
 from madeflow.transforms._autoregressive import (
     ConditionalAutoregressive,
     call_conditioner,
+    check_network,
     clamp_log_scale,
     solve,
 )
@@ -78,16 +79,7 @@ class MAFTransform(TransformModule):
         # No torch cache: scoring is one pass anyway, and a cache keyed on tensor identity would
         # hand back stale results when the same data tensor is scored after an optimizer step.
         super().__init__(cache_size=0)
-        if isinstance(autoregressive_nn, MADE) and tuple(autoregressive_nn.param_dims) != (1, 1):
-            raise ValueError(
-                f"MAFTransform needs a MADE with param_dims=(1, 1), "
-                f"got {autoregressive_nn.param_dims}"
-            )
-        if context is None and getattr(autoregressive_nn, "context_dim", 0):
-            raise ValueError(
-                "the network is conditional (context_dim > 0): use ConditionalMAFTransform and "
-                ".condition(context)"
-            )
+        check_network(autoregressive_nn, context, "MAFTransform")
         self.nn = autoregressive_nn
         self.log_scale_min_clip = log_scale_min_clip
         self.log_scale_max_clip = log_scale_max_clip
