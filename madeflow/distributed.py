@@ -46,6 +46,7 @@ __all__ = [
     "backend_for",
     "broadcast_object",
     "destroy",
+    "gist",
     "init",
     "is_active",
     "is_main",
@@ -221,6 +222,14 @@ def is_peer_failure(err: BaseException) -> bool:
     text = str(err)
     signs = ("Connection closed by peer", "Connection reset by peer", "Timed out", "NCCL", "gloo")
     return isinstance(err, RuntimeError) and any(s in text for s in signs)
+
+
+def gist(err: BaseException) -> str:
+    """The first sentence of an error, without the source-file prefix gloo and NCCL put first."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if text.startswith("[") and "] " in text:
+        text = text.split("] ", 1)[1]
+    return text.split(". ", 1)[0]
 
 
 def shard(data: Rows | None, part: int | None = None, parts: int | None = None) -> Rows | None:

@@ -4,16 +4,21 @@ import numpy as np
 import pytest
 import torch
 
+from madeflow import cli, load_run
+from madeflow.cli_data import data_config, prepare
 from madeflow.data import (
     DataError,
     MemmapRows,
     Standardizer,
     load_array,
     load_memmap,
+    split,
     split_indices,
 )
 from madeflow.density import GaussianMADE
 from madeflow.training import fit
+
+TINY = ["--hidden", "8", "--num-transforms", "2", "--quiet"]
 
 
 @pytest.fixture(autouse=True)
@@ -112,3 +117,41 @@ def test_scanning_and_training_never_hold_the_whole_array(tmp_path):
         tracemalloc.stop()
     # Only the split's row index (8 bytes a row, a sorted copy while scanning) grows with N.
     assert peak < size / 4, f"peak {peak} bytes for a {size}-byte file"
+
+
+def test_prepare_with_mmap_splits_the_rows_of_the_in_memory_path(npy):
+    for standardize in (False, True):
+        cfg = data_config(str(npy), seed=5, standardize=standardize)
+        mapped = prepare(data_config(str(npy), seed=5, standardize=standardize, mmap=True))
+        loaded = prepare(cfg)
+        for name in ("train", "val", "test"):
+            a, b = getattr(mapped, name), getattr(loaded, name)
+            assert isinstance(a, MemmapRows)
+            got = a[torch.arange(len(a))]
+            if standardize:  # statistics summed in another order: equal to float32 rounding
+                torch.testing.assert_close(got, b, rtol=1e-5, atol=1e-5)
+            else:
+                assert torch.equal(got, b)
+    raw = load_array(npy)
+    assert torch.equal(split(raw, seed=5).val, prepare(cfg | {"standardize": False}).val)
+    with pytest.raises(DataError, match="--mmap needs a .npy file"):
+        data_config("moons", mmap=True)
+
+
+def test_cli_fit_with_mmap_trains_evaluates_and_resumes(npy, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    args = ["fit", str(npy), "--model", "maf", *TINY, "--max-epochs", "3"]
+    assert cli.main([*args, "--mmap", "--out", str(tmp_path / "mapped")]) == 0
+    assert cli.main([*args, "--out", str(tmp_path / "loaded")]) == 0
+    config, mapped, _ = load_run(tmp_path / "mapped")
+    assert config["data"]["mmap"] is True
+    loaded = load_run(tmp_path / "loaded")[1].state_dict()
+    for k, v in mapped.state_dict().items():
+        torch.testing.assert_close(v, loaded[k], rtol=1e-4, atol=1e-4, msg=k)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(tmp_path / "mapped"), "--split", "val"]) == 0
+    assert "val split: 50 rows" in capsys.readouterr().out
+    more = ["fit", "--resume", "--out", str(tmp_path / "mapped"), "--max-epochs", "4", "--quiet"]
+    assert cli.main(more) == 0
+    assert cli.main(["fit", "moons", "--mmap", "--out", str(tmp_path / "toy")]) == 3
+    assert "--mmap needs a .npy file" in capsys.readouterr().err
