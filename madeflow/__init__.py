@@ -9,7 +9,8 @@ The public API, flat:
   :class:`BatchNormTransform`, :class:`PermuteTransform`, factories;
 * flows and guides: :class:`MAF`, :class:`IAF`, :class:`AutoIAF`;
 * the sequential solver: :func:`autoregressive_solve`;
-* training and runs: :func:`fit`, :func:`load_run`, :func:`build_model`.
+* training and runs: :func:`fit`, :func:`load_run`, :func:`build_model`; data-parallel
+  training under ``torchrun`` in :mod:`madeflow.distributed`.
 """
 
 from madeflow.autoguide import AutoIAF

@@ -3,12 +3,16 @@
 Exit codes: ``0`` success, ``1`` unexpected error, ``2`` usage error (bad arguments, an existing
 non-empty ``--out`` without ``--resume``), ``3`` data error (missing, unreadable or malformed data),
 ``4`` checkpoint or run-folder error (not a run, corrupt or incompatible checkpoint, folder
-locked by another process), ``5`` numerical failure (loss became NaN/Inf), ``130`` interrupted.
-Errors are one line on stderr; set ``MADEFLOW_TRACEBACK=1`` to see the traceback.
+locked by another process), ``5`` numerical failure (loss became NaN/Inf), ``6`` another process
+of a distributed run failed or did not answer, ``130`` interrupted. Errors are one line on
+stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
+``MADEFLOW_TRACEBACK=1`` to see the traceback.
 
 ``madeflow fit`` with no arguments trains a 5-layer MAF with a mixture-of-Gaussians base on the
 bundled logit digits (fresh dequantization noise each batch), early-stopped on validation; see
 :data:`madeflow.cli_fit.FIT_DEFAULTS`. Commands run on one CPU thread unless ``--threads``.
+``torchrun --nproc_per_node N -m madeflow fit ...`` trains data-parallel on ``N`` processes
+(:mod:`madeflow.distributed`).
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from madeflow.checkpoint import CheckpointError
+from madeflow import distributed
 from madeflow.cli_data import mean_and_stderr, prepare
-from madeflow.cli_fit import EXIT_CODES, UsageError, cmd_fit, device_from
+from madeflow.cli_fit import EXIT_CODES, UsageError, cmd_fit, device_from, error_kind
 from madeflow.data.files import DataError, load_array
+from madeflow.data.rows import to_device
 from madeflow.models import MODELS
 from madeflow.runs import load_run
-from madeflow.training import NonFiniteLossError, evaluate_log_prob
+from madeflow.training import evaluate_log_prob
 
 __all__ = ["EXIT_CODES", "UsageError", "load_run", "main"]
 
@@ -46,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="madeflow",
         description="Fit, evaluate and sample MADE/MAF density estimators.",
         epilog="Exit codes: 2 usage, 3 data error, 4 checkpoint/run-folder error, "
-        "5 numerical failure, 130 interrupted.",
+        "5 numerical failure, 6 another process of a distributed run failed, 130 interrupted. "
+        "Data-parallel: torchrun --nproc_per_node N -m madeflow fit ...",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -79,6 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--clip-grad", type=float, help="gradient-norm clip (0: off)")
     f.add_argument("--toy-size", type=int, help="points drawn from a toy density")
     f.add_argument("--no-standardize", action="store_true", help="keep file/toy data as is")
+    f.add_argument(
+        "--mmap",
+        action="store_true",
+        help="memory-map a .npy file instead of loading it: only the rows of each mini-batch "
+        "are read (for data larger than memory)",
+    )
     f.add_argument(
         "--no-dequantize",
         action="store_true",
@@ -147,10 +159,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         x = space.to_model(x_data)
         label = args.data
     else:
-        x = getattr(prepare(config["data"]), args.split).to(device)
+        x = to_device(getattr(prepare(config["data"]), args.split), device)
         label = f"{args.split} split"
     ll = evaluate_log_prob(model, x)
-    ll_data = ll + space.log_jacobian(x)
+    ll_data = ll + space.log_jacobian(x).to(ll.device)
     if not torch.isfinite(ll_data).all():
         bad = torch.nonzero(~torch.isfinite(ll_data)).flatten()[:10].tolist()
         print(f"madeflow: warning: non-finite log-likelihood in rows {bad}", file=sys.stderr)
@@ -225,32 +237,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError("--threads must be >= 1")
         torch.set_num_threads(threads or 1)
         return COMMANDS[args.command](args)
-    except UsageError as err:
-        return _fail(err, "usage")
-    except DataError as err:
-        return _fail(err, "data")
-    except CheckpointError as err:
-        return _fail(err, "checkpoint")
-    except NonFiniteLossError as err:
-        return _fail(err, "numerical")
     except KeyboardInterrupt:
         print("madeflow: interrupted", file=sys.stderr)
         return EXIT_CODES["interrupted"]
     except Exception as err:
-        if os.environ.get("MADEFLOW_TRACEBACK"):
-            raise
-        print(f"madeflow: error: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+        return _fail(err, error_kind(err))
     finally:
         torch.set_default_dtype(old_dtype)
         torch.set_num_threads(old_threads)
 
 
-def _fail(err: Exception, kind: str) -> int:
+def _fail(err: Exception, kind: str | None) -> int:
     if os.environ.get("MADEFLOW_TRACEBACK"):
         raise err
-    print(f"madeflow: error: {err}", file=sys.stderr)
-    return EXIT_CODES[kind]
+    rank = distributed.rank()
+    if kind == "numerical" and rank > 0:
+        return EXIT_CODES[kind]  # decided alike on every rank: rank 0 says it
+    where = f" (rank {rank})" if distributed.launched() else ""
+    text = str(err) if kind is not None else f"{type(err).__name__}: {err}"
+    print(f"madeflow: error{where}: {text}", file=sys.stderr)
+    return 1 if kind is None else EXIT_CODES[kind]
 
 
 if __name__ == "__main__":

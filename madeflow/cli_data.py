@@ -4,7 +4,8 @@ A run's ``config.json`` stores a ``data`` section (see :func:`data_config`); :fu
 it into train/val/test tensors in *model space* (logits for the dequantized digits, standardised
 values for toy and file data, 0/1 for binary digits) plus the map back to *data space* (pixels in
 ``[0, 1]`` or the file's units) with its log-Jacobian, so likelihoods and samples can be reported
-in the user's units.
+in the user's units. A ``.npy`` file with ``mmap`` stays on disk: its splits are
+:class:`~madeflow.data.MemmapRows` read a mini-batch at a time.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from typing import Any
 
 import torch
 
-from madeflow.data.files import DataError, Standardizer, load_array, split
+from madeflow import distributed
+from madeflow.data.files import DataError, Standardizer, load_array, split, split_indices
+from madeflow.data.memmap import load_memmap
+from madeflow.data.rows import Rows, take
 from madeflow.data.toy import TOY_DATASETS, toy_data
 
-__all__ = ["DataSpace", "Prepared", "data_config", "prepare"]
+__all__ = ["DataSpace", "Prepared", "data_config", "is_binary", "prepare"]
 
 DIGITS = ("digits", "digits-binary")
 TOY_ALIASES = {"two_moons": "moons", "two-moons": "moons", "eight_gaussians": "8gaussians"}
@@ -32,6 +36,7 @@ def data_config(
     toy_size: int = 10000,
     standardize: bool = True,
     alpha: float = 0.05,
+    mmap: bool = False,
 ) -> dict[str, Any]:
     """Describe a data source as JSON.
 
@@ -42,9 +47,13 @@ def data_config(
         toy_size: Number of points drawn for a toy density.
         standardize: Standardise toy and file data with training statistics.
         alpha: Logit-transform constant of the digits.
+        mmap: Memory-map a ``.npy`` file instead of loading it.
 
     Returns:
         The ``data`` section of a run config.
+
+    Raises:
+        DataError: If ``mmap`` is asked for anything but a ``.npy`` file.
     """
     name = TOY_ALIASES.get(source, source)
     if source in DIGITS:
@@ -55,6 +64,8 @@ def data_config(
         kind = "file"
         path, _, key = source.partition(".npz:")
         source = str(Path(path + (".npz" if key else "")).resolve()) + (f":{key}" if key else "")
+    if mmap and (kind != "file" or Path(source).suffix.lower() != ".npy"):
+        raise DataError(f"--mmap needs a .npy file, not {source}")
     return {
         "kind": kind,
         "source": source,
@@ -62,6 +73,7 @@ def data_config(
         "toy_size": toy_size,
         "standardize": bool(standardize) and kind in ("toy", "file"),
         "alpha": alpha,
+        "mmap": bool(mmap),
     }
 
 
@@ -104,7 +116,7 @@ class DataSpace:
             return self.standardizer.inverse(y)
         return y
 
-    def log_jacobian(self, y: torch.Tensor) -> torch.Tensor:
+    def log_jacobian(self, y: Rows) -> torch.Tensor:
         """``log |det d(model)/d(data)|`` at model-space points ``(N, D)``, shape ``(N,)``.
 
         ``log p_data = log p_model + log_jacobian``.
@@ -113,9 +125,11 @@ class DataSpace:
             from madeflow.data.digits import logit_log_jacobian
 
             return logit_log_jacobian(y, alpha=self.alpha)
+        n = len(y)  # a tensor or a row source: only the count and placement matter here
         if self.standardizer is not None:
-            return self.standardizer.log_abs_det_jacobian().to(y.dtype).expand(y.shape[0])
-        return y.new_zeros(y.shape[0])
+            log_det = self.standardizer.log_abs_det_jacobian()
+            return log_det.to(device=y.device, dtype=y.dtype).expand(n)
+        return torch.zeros(n, dtype=y.dtype, device=y.device)
 
     def augmenter(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
         """Fresh dequantization noise for logit digits (``None`` for other data).
@@ -154,11 +168,15 @@ class DataSpace:
 
 @dataclass
 class Prepared:
-    """Splits in model space and the way back to data space."""
+    """Splits in model space and the way back to data space.
 
-    train: torch.Tensor
-    val: torch.Tensor
-    test: torch.Tensor
+    The splits are tensors, or row sources (:class:`~madeflow.data.MemmapRows`) for a
+    memory-mapped file.
+    """
+
+    train: Rows
+    val: Rows
+    test: Rows
     space: DataSpace
 
 
@@ -186,6 +204,8 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
             dtype=dtype,
         )
         return Prepared(d.train, d.val, d.test, DataSpace(kind, None, cfg["alpha"]))
+    if cfg.get("mmap"):
+        return _prepare_memmap(cfg, dtype)
     if kind == "toy":
         full = toy_data(cfg["source"], cfg["toy_size"], seed=cfg["seed"], dtype=dtype)
     else:
@@ -198,10 +218,57 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
     return Prepared(std(parts.train), std(parts.val), std(parts.test), space)
 
 
-def mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
-    """Mean and standard error of a 1-D tensor (``nan`` error for one value)."""
+def _prepare_memmap(cfg: dict[str, Any], dtype: torch.dtype) -> Prepared:
+    """The splits of a memory-mapped ``.npy`` file, never read whole.
+
+    The same rows as the in-memory split; standardisation statistics are accumulated in chunks
+    (float64, then ``dtype``).
+    """
+    rows = load_memmap(cfg["source"], dtype=dtype)
+    train, val, test = (rows.subset(i) for i in split_indices(len(rows), seed=cfg["seed"]))
+    std = None
+    if cfg["standardize"]:
+        mean, sd, abs_max = train.moments()
+        std = Standardizer.from_moments(mean.to(dtype), sd.to(dtype), abs_max.to(dtype))
+        train, val, test = (part.with_transform(std) for part in (train, val, test))
+    return Prepared(train, val, test, DataSpace(cfg["kind"], std, cfg["alpha"]))
+
+
+def is_binary(*parts: Rows, chunk: int = 1 << 16) -> bool:
+    """Whether every value of the splits is 0 or 1, read ``chunk`` rows at a time."""
+    for part in parts:
+        for start in range(0, len(part), chunk):
+            x = take(part, torch.arange(start, min(len(part), start + chunk)))
+            if not ((x == 0) | (x == 1)).all():
+                return False
+    return True
+
+
+def mean_and_stderr(values: torch.Tensor, all_ranks: bool = False) -> tuple[float, float]:
+    """Mean and standard error of a 1-D tensor (``nan`` error for one value).
+
+    Args:
+        values: ``(N,)``.
+        all_ranks: With several ranks, each passes its share and all get the statistics of all
+            the values together (sums all-reduced in float64, two passes).
+
+    Returns:
+        ``(mean, standard error)``.
+    """
+    if all_ranks and distributed.is_active():
+        return _all_ranks_mean_and_stderr(values)
     n = values.numel()
     mean = values.double().mean().item()
     if n < 2:
         return mean, math.nan
     return mean, values.double().std().item() / math.sqrt(n)
+
+
+def _all_ranks_mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    v = values.double()
+    total, n = distributed.all_sum([v.sum(), v.numel()], v.device)
+    mean = total / n
+    if n < 2:
+        return mean, math.nan
+    (sq,) = distributed.all_sum([(v - mean).square().sum()], v.device)
+    return mean, math.sqrt(sq / (n - 1)) / math.sqrt(n)

@@ -2,6 +2,11 @@
 
 Split from :mod:`madeflow.cli` (which parses arguments and maps errors to exit codes). The run
 folder layout is described in :mod:`madeflow.runs`.
+
+Under ``torchrun`` every process runs this command and trains data-parallel
+(:mod:`madeflow.distributed`). Rank 0 alone decides the run folder, takes its lock, reads the
+checkpoint to resume from, writes every file and prints; it sends the others the config and the
+folder, or the exit code of an error it met before training, so no rank is left waiting.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import argparse
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from madeflow import distributed
 from madeflow.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
@@ -23,19 +30,51 @@ from madeflow.checkpoint import (
     save_json,
     save_tensors,
 )
-from madeflow.cli_data import data_config, mean_and_stderr, prepare
+from madeflow.cli_data import data_config, is_binary, mean_and_stderr, prepare
 from madeflow.data.files import DataError
+from madeflow.data.rows import num_columns, to_device
 from madeflow.runs import build_from_config, read_config
-from madeflow.training import evaluate_log_prob, fit
+from madeflow.training import NonFiniteLossError, evaluate_log_prob, fit
 
-__all__ = ["EXIT_CODES", "FIT_DEFAULTS", "UsageError", "cmd_fit", "device_from"]
+__all__ = [
+    "EXIT_CODES",
+    "FIT_DEFAULTS",
+    "PeerFailure",
+    "UsageError",
+    "cmd_fit",
+    "device_from",
+    "error_kind",
+]
 
-EXIT_CODES = {"usage": 2, "data": 3, "checkpoint": 4, "numerical": 5, "interrupted": 130}
+EXIT_CODES = {
+    "usage": 2,
+    "data": 3,
+    "checkpoint": 4,
+    "numerical": 5,
+    "distributed": 6,
+    "interrupted": 130,
+}
 """Exit codes of the command line (documented in :mod:`madeflow.cli`)."""
 
 
 class UsageError(ValueError):
     """Bad command-line usage detected after parsing."""
+
+
+class PeerFailure(RuntimeError):
+    """Another process of a distributed run died, hung or could not be reached."""
+
+
+def error_kind(err: BaseException) -> str | None:
+    """The key of :data:`EXIT_CODES` for an error, ``None`` for an unexpected one."""
+    kinds = (
+        (UsageError, "usage"),
+        (DataError, "data"),
+        (CheckpointError, "checkpoint"),
+        (NonFiniteLossError, "numerical"),
+        (PeerFailure, "distributed"),
+    )
+    return next((kind for cls, kind in kinds if isinstance(err, cls)), None)
 
 
 # Defaults of `madeflow fit`: the no-argument run (MAF-MoG, 5 layers of [256, 256], on logit
@@ -94,7 +133,11 @@ def _new_config(args: argparse.Namespace) -> dict[str, Any]:
     s = _fit_settings(args)
     _check_settings(s)
     data = data_config(
-        s["data"], seed=s["seed"], toy_size=s["toy_size"], standardize=not args.no_standardize
+        s["data"],
+        seed=s["seed"],
+        toy_size=s["toy_size"],
+        standardize=not args.no_standardize,
+        mmap=bool(getattr(args, "mmap", False)),
     )
     name = args.model or ("made-bernoulli" if data["kind"] == "digits-binary" else "maf-mog")
     if name == "made-bernoulli" and data["kind"] not in ("digits-binary", "file"):
@@ -141,6 +184,32 @@ def _out_folder(args: argparse.Namespace, config: dict[str, Any]) -> Path:
 def cmd_fit(args: argparse.Namespace) -> int:
     """``madeflow fit``: train, report validation/test log-likelihoods, save the run."""
     device = device_from(args.device)
+    if not distributed.launched():
+        return _fit_main(args, device)
+    device = distributed.init(device)
+    out = args.out
+    try:
+        if distributed.is_main():
+            return _fit_main(args, device, tell=distributed.broadcast_object)
+        setup = distributed.broadcast_object(None)
+        if "error" in setup:
+            return setup["error"]  # rank 0 met it, and says so
+        out = setup["out"]
+        return _fit_locked(args, setup["config"], Path(out), device)
+    except Exception as err:
+        if error_kind(err) is None and distributed.is_peer_failure(err):
+            resume = f"; resume with: madeflow fit --resume --out {out}" if out else ""
+            raise PeerFailure(
+                f"lost contact with another rank, which failed or did not answer (see its "
+                f"messages): {distributed.gist(err)}{resume}"
+            ) from err
+        raise
+    finally:
+        distributed.destroy()
+
+
+def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """The run's config and folder: read back with ``--resume``, else new (folder unused)."""
     if args.resume:
         if not args.out:
             raise UsageError("--resume needs --out RUN_FOLDER")
@@ -157,67 +226,94 @@ def cmd_fit(args: argparse.Namespace) -> int:
             if args.max_epochs < 0:
                 raise UsageError(f"--max-epochs must be >= 0, got {args.max_epochs}")
             config["training"]["max_epochs"] = args.max_epochs
-    else:
-        config = _new_config(args)
-        out = _out_folder(args, config)
-        # A stale ``.lock`` alone (a run killed before writing anything) does not count.
-        if out.exists() and (not out.is_dir() or any(p.name != ".lock" for p in out.iterdir())):
-            raise UsageError(
-                f"{out} already exists and is not empty; use --resume to continue it or "
-                "choose another --out"
-            )
-    created = not out.exists()
-    fresh = not args.resume  # a new run: `out` was absent or empty
+        return config, out
+    config = _new_config(args)
+    out = _out_folder(args, config)
+    # A stale ``.lock`` alone (a run killed before writing anything) does not count.
+    if out.exists() and (not out.is_dir() or any(p.name != ".lock" for p in out.iterdir())):
+        raise UsageError(
+            f"{out} already exists and is not empty; use --resume to continue it or "
+            "choose another --out"
+        )
+    return config, out
+
+
+def _fit_main(
+    args: argparse.Namespace, device: torch.device, tell: Callable[[Any], Any] | None = None
+) -> int:
+    """The only process, or rank 0: resolve the run, lock its folder and train.
+
+    ``tell`` (rank 0) sends the other ranks ``{"config", "out"}`` once the folder is locked, or
+    ``{"error": exit code}`` if anything failed before.
+    """
+    told = False
     try:
-        with RunLock(out):
-            return _fit_locked(args, config, out, device)
-    except Exception:
-        # A new run that failed before its first checkpoint leaves nothing half-written behind.
-        if fresh and out.is_dir() and not (out / "train_state.pt").exists():
-            (out / "config.json").unlink(missing_ok=True)
-            if created:
-                with contextlib.suppress(OSError):
-                    out.rmdir()  # only if empty: never delete anything we did not write
+        config, out = _resolve(args)
+        created = not out.exists()
+        fresh = not args.resume  # a new run: `out` was absent or empty
+        try:
+            with RunLock(out):
+                if tell is not None:
+                    tell({"config": config, "out": str(out)})
+                    told = True
+                return _fit_locked(args, config, out, device)
+        except Exception:
+            # A new run that failed before its first checkpoint leaves nothing half-written.
+            if fresh and out.is_dir() and not (out / "train_state.pt").exists():
+                (out / "config.json").unlink(missing_ok=True)
+                if created:
+                    with contextlib.suppress(OSError):
+                        out.rmdir()  # only if empty: never delete anything we did not write
+            raise
+    except BaseException as err:
+        if tell is not None and not told:
+            kind = error_kind(err) if isinstance(err, Exception) else "interrupted"
+            tell({"error": EXIT_CODES.get(kind or "", 1)})
         raise
 
 
 def _fit_locked(
     args: argparse.Namespace, config: dict[str, Any], out: Path, device: torch.device
 ) -> int:
-    quiet = args.quiet
+    main = distributed.is_main()
+    quiet = args.quiet or not main
     data = prepare(config["data"])
-    d = data.train.shape[1]
-    if config["model"]["name"] == "made-bernoulli":
-        full = torch.cat([data.train, data.val, data.test])
-        if not ((full == 0) | (full == 1)).all():
-            raise DataError("made-bernoulli needs binary data (every value 0 or 1)")
+    d = num_columns(data.train)
+    bernoulli = config["model"]["name"] == "made-bernoulli"
+    if bernoulli and not is_binary(data.train, data.val, data.test):
+        raise DataError("made-bernoulli needs binary data (every value 0 or 1)")
     config["model"]["input_dim"] = d
     model = build_from_config(config, device, error=UsageError)
     num_params = sum(p.numel() for p in model.parameters())
-    save_json(config, out / "config.json")
     state = None
     state_path = out / "train_state.pt"
-    if args.resume and state_path.is_file():
-        ckpt = load_tensors(state_path, map_location="cpu")
-        if ckpt.get("model_name") != config["model"]["name"]:
-            raise CheckpointError(f"{state_path} belongs to another model type")
-        state = ckpt["state"]
-        say(quiet, f"resuming {out} after epoch {int(state['epoch']) + 1}")
-    elif args.resume:
-        say(quiet, f"{out} has no completed epoch; starting from scratch")
+    if main:  # the other ranks get the state from rank 0 inside fit
+        save_json(config, out / "config.json")
+        if args.resume and state_path.is_file():
+            ckpt = load_tensors(state_path, map_location="cpu")
+            if ckpt.get("model_name") != config["model"]["name"]:
+                raise CheckpointError(f"{state_path} belongs to another model type")
+            state = ckpt["state"]
+            say(quiet, f"resuming {out} after epoch {int(state['epoch']) + 1}")
+        elif args.resume:
+            say(quiet, f"{out} has no completed epoch; starting from scratch")
 
     t = config["training"]
+    ranks = distributed.world_size()
     say(
         quiet,
         f"fitting {config['model']['name']} (D={d}, {num_params}"
         f" parameters) on {config['data']['source']}: {len(data.train)} train / "
-        f"{len(data.val)} val / {len(data.test)} test, on {device}",
+        f"{len(data.val)} val / {len(data.test)} test, on {device}"
+        + (f", data-parallel over {ranks} processes" if ranks > 1 else ""),
     )
     last_save = [time.monotonic()]
 
     log_lines = not quiet and not sys.stderr.isatty()  # no bar: a line every 10 epochs
 
     def checkpoint(event: Any) -> None:
+        if not main:
+            return
         if log_lines and ((event.epoch + 1) % 10 == 0 or event.last):
             h = event.history
             say(
@@ -235,8 +331,8 @@ def _fit_locked(
     try:
         history = fit(
             model,
-            data.train.to(device),
-            data.val.to(device),
+            to_device(data.train, device),
+            to_device(data.val, device),
             max_epochs=t["max_epochs"],
             batch_size=t["batch_size"],
             lr=t["lr"],
@@ -250,40 +346,26 @@ def _fit_locked(
             augment=data.space.augmenter() if t.get("dequantize") else None,
         )
     except KeyboardInterrupt:
-        print(
-            f"madeflow: interrupted; continue with: madeflow fit --resume --out {out}",
-            file=sys.stderr,
-        )
+        if main:
+            print(
+                f"madeflow: interrupted; continue with: madeflow fit --resume --out {out}",
+                file=sys.stderr,
+            )
         return EXIT_CODES["interrupted"]
 
-    save_tensors(
-        {
-            "model_name": config["model"]["name"],
-            "model": model.state_dict(),
-            "data_space": data.space.state(),
-        },
-        out / "model.pt",
-    )
-    metrics: dict[str, Any] = {"history": history.to_dict()}
-    lines = []
-    for split_name, x in (("val", data.val), ("test", data.test)):
-        x = x.to(device)
-        ll = evaluate_log_prob(model, x)
-        m, se = mean_and_stderr(ll)
-        metrics[f"{split_name}_log_lik"] = m
-        metrics[f"{split_name}_log_lik_stderr"] = se
-        line = f"{split_name} log-likelihood: {m:.3f} ± {se:.3f} nats"
-        if config["data"]["kind"] != "digits-binary" and (
-            data.space.kind == "digits" or data.space.standardizer is not None
-        ):
-            ll_data = ll + data.space.log_jacobian(x)
-            md, sed = mean_and_stderr(ll_data)
-            metrics[f"{split_name}_log_lik_data_space"] = md
-            metrics[f"{split_name}_log_lik_data_space_stderr"] = sed
-            where = "pixel space" if data.space.kind == "digits" else "data units"
-            line += f"  ({md:.3f} ± {sed:.3f} in {where})"
-        lines.append(line)
-    metrics["seconds"] = history.seconds
+    if main:
+        save_tensors(
+            {
+                "model_name": config["model"]["name"],
+                "model": model.state_dict(),
+                "data_space": data.space.state(),
+            },
+            out / "model.pt",
+        )
+    scores, lines = _final_scores(model, data, config, device)
+    if not main:
+        return 0
+    metrics = {"history": history.to_dict(), **scores, "seconds": history.seconds}
     save_json(metrics, out / "metrics.json")
     try:
         from madeflow.cli_plots import plot_run
@@ -299,3 +381,29 @@ def _fit_locked(
         print(line)
     print(f"run saved to {out}")
     return 0
+
+
+def _final_scores(
+    model: torch.nn.Module, data: Any, config: dict[str, Any], device: torch.device
+) -> tuple[dict[str, Any], list[str]]:
+    """Validation and test log-likelihoods (each rank scores its shard) and the lines to print."""
+    metrics: dict[str, Any] = {}
+    lines = []
+    for split_name, x in (("val", data.val), ("test", data.test)):
+        x = distributed.shard(to_device(x, device))
+        ll = evaluate_log_prob(model, x)
+        m, se = mean_and_stderr(ll, all_ranks=True)
+        metrics[f"{split_name}_log_lik"] = m
+        metrics[f"{split_name}_log_lik_stderr"] = se
+        line = f"{split_name} log-likelihood: {m:.3f} ± {se:.3f} nats"
+        if config["data"]["kind"] != "digits-binary" and (
+            data.space.kind == "digits" or data.space.standardizer is not None
+        ):
+            ll_data = ll + data.space.log_jacobian(x).to(ll.device)
+            md, sed = mean_and_stderr(ll_data, all_ranks=True)
+            metrics[f"{split_name}_log_lik_data_space"] = md
+            metrics[f"{split_name}_log_lik_data_space_stderr"] = sed
+            where = "pixel space" if data.space.kind == "digits" else "data units"
+            line += f"  ({md:.3f} ± {sed:.3f} in {where})"
+        lines.append(line)
+    return metrics, lines

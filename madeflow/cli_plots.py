@@ -13,9 +13,13 @@ import torch
 from torch import nn
 
 from madeflow.cli_data import DataSpace
+from madeflow.data.rows import Rows, take
 from madeflow.training import evaluate_log_prob
 
-__all__ = ["plot_run"]
+__all__ = ["PLOT_ROWS", "plot_run"]
+
+PLOT_ROWS = 10000
+"""Test rows drawn from a row source (memory-mapped data); a tensor is drawn whole."""
 
 
 def _pyplot() -> Any:
@@ -31,7 +35,7 @@ def plot_run(
     folder: Path,
     model: nn.Module,
     space: DataSpace,
-    test: torch.Tensor | None,
+    test: Rows | None,
     config: dict[str, Any],
     seed: int = 0,
 ) -> list[Path]:
@@ -44,7 +48,8 @@ def plot_run(
         folder: The run folder.
         model: The trained model (model space).
         space: Map to data space.
-        test: Test data in model space ``(N, D)``, or ``None``.
+        test: Test data in model space ``(N, D)`` (the first :data:`PLOT_ROWS` rows of a row
+            source), or ``None``.
         config: The run config.
         seed: Seed of the samples.
 
@@ -57,6 +62,8 @@ def plot_run(
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         samples = space.to_data(model.sample((64 if space.image_shape else 2000,))).cpu()
+    if test is not None and not isinstance(test, torch.Tensor):  # a row source: plot a part
+        test = take(test, torch.arange(min(len(test), PLOT_ROWS)))
     test_data = None if test is None else space.to_data(test.to(device)).cpu()
     written = []
     path = folder / "samples.png"

@@ -5,6 +5,11 @@ after each step, stops early on the validation log-likelihood and restores the b
 seeded (its own :class:`torch.Generator` shuffles the data) and resumable: the ``callback`` gets,
 at the end of every epoch, an :class:`EpochEnd` whose :meth:`EpochEnd.state` is everything a later
 ``fit(..., state=...)`` needs to finish with bitwise the same parameters (on CPU).
+
+Launched by ``torchrun`` (or inside an initialised process group of several ranks), :func:`fit`
+trains data-parallel: see :mod:`madeflow.distributed`. Training and validation data may be
+tensors or row sources read a mini-batch at a time (:mod:`madeflow.data.rows`), such as
+memory-mapped files.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from madeflow import distributed
+from madeflow.data.rows import Rows, RowSource, num_columns, take, to_device
+from madeflow.evaluation import evaluate_log_prob, mean_log_prob
 
 __all__ = ["EpochEnd", "History", "NonFiniteLossError", "evaluate_log_prob", "fit"]
 
@@ -117,53 +126,13 @@ def _lr_factor(schedule: str | None, epoch: int, max_epochs: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * epoch / max(max_epochs, 1)))
 
 
-@torch.no_grad()
-def evaluate_log_prob(
-    model: nn.Module,
-    data: torch.Tensor,
-    context: torch.Tensor | None = None,
-    batch_size: int = 1000,
-) -> torch.Tensor:
-    """Per-example log-likelihoods in evaluation mode, without gradients, computed in batches.
-
-    A model trained under several masks (``ensemble_log_prob`` and ``num_masks > 1`` on its MADE)
-    is scored by its mask ensemble, the density the MADE paper evaluates.
-
-    Args:
-        model: Any module with ``log_prob(x, context=None)``.
-        data: ``(N, D)`` examples.
-        context: ``(N, C)`` contexts, or ``None``.
-        batch_size: Examples per forward pass.
-
-    Returns:
-        ``(N,)`` log-likelihoods (on ``data``'s device).
-    """
-    made = getattr(model, "made", None)
-    use_ensemble = hasattr(model, "ensemble_log_prob") and getattr(made, "num_masks", 1) > 1
-    score = model.ensemble_log_prob if use_ensemble else model.log_prob
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
-        for start in range(0, data.shape[0], batch_size):
-            x = data[start : start + batch_size]
-            c = None if context is None else context[start : start + batch_size]
-            with torch.no_grad():
-                out.append(score(x) if c is None else score(x, context=c))
-        if not out:
-            return data.new_zeros(0)
-        return torch.cat(out)
-    finally:
-        model.train(was_training)
-
-
 def fit(
     model: nn.Module,
-    train: torch.Tensor,
-    val: torch.Tensor | None = None,
+    train: Rows,
+    val: Rows | None = None,
     *,
-    train_context: torch.Tensor | None = None,
-    val_context: torch.Tensor | None = None,
+    train_context: Rows | None = None,
+    val_context: Rows | None = None,
     max_epochs: int = 100,
     batch_size: int = 100,
     lr: float = 1e-3,
@@ -186,11 +155,23 @@ def fit(
     the best weights are kept and restored at the end, and training stops after ``patience``
     epochs without improvement.
 
+    With several ranks (started by ``torchrun``, which :func:`fit` joins with
+    :func:`madeflow.distributed.init`, or in a process group you initialised) every rank calls
+    :func:`fit` with the same arguments and trains data-parallel: each rank computes its rows
+    ``r::world`` of every global mini-batch of ``batch_size`` and the gradients are all-reduced,
+    so the parameters follow a one-process run up to floating-point summation order and are
+    bitwise equal on all ranks; rank 0's model and ``state`` are copied to the others first. A
+    last mini-batch with fewer rows than ranks is skipped. With ``augment``, every rank reads and
+    augments the whole global batch (so the shared generator stays in step) and keeps its rows.
+    On CUDA each rank uses ``cuda:LOCAL_RANK``. See :mod:`madeflow.distributed`.
+
     Args:
         model: Any ``nn.Module`` with ``log_prob(x, context=None) -> (batch,)``. Trained in place.
-        train: ``(N, D)`` training examples.
-        val: ``(M, D)`` validation examples; without them there is no early stopping and the
-            final weights are kept.
+        train: ``(N, D)`` training examples: a tensor, or a row source
+            (:class:`madeflow.data.RowSource`, e.g. :class:`madeflow.data.MemmapRows`) from
+            which each mini-batch is read when needed.
+        val: ``(M, D)`` validation examples (tensor or row source); without them there is no
+            early stopping and the final weights are kept.
         train_context: ``(N, C)`` contexts of ``train`` for conditional models.
         val_context: ``(M, C)`` contexts of ``val``.
         max_epochs: Total number of epochs (counting those before a resume).
@@ -205,7 +186,8 @@ def fit(
         progress: Show a tqdm bar with the log-likelihoods; ``None`` shows it only when stderr is
             a terminal.
         callback: Called with an :class:`EpochEnd` after every epoch (e.g. to checkpoint
-            ``event.state()``); returning ``True`` stops training.
+            ``event.state()``); returning ``True`` stops training (on every rank, if any rank's
+            callback returns ``True``).
         device: Where to train; ``None`` uses the device of the model's parameters.
         state: A dict from :meth:`EpochEnd.state` to continue from.
         augment: ``augment(batch, generator) -> batch`` applied to every training mini-batch,
@@ -218,6 +200,8 @@ def fit(
     Raises:
         NonFiniteLossError: If a loss or a validation log-likelihood is NaN or infinite.
         ValueError: On inconsistent arguments or shapes.
+        RuntimeError: If another rank fails or does not answer within
+            :func:`madeflow.distributed.timeout`.
 
     Example:
         >>> class Gauss(nn.Module):
@@ -237,11 +221,16 @@ def fit(
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
+    if distributed.launched():
+        device = distributed.init(device)
     model.to(device)
-    train = train.to(device)
-    val = None if val is None else val.to(device)
-    train_context = None if train_context is None else train_context.to(device)
-    val_context = None if val_context is None else val_context.to(device)
+    train, val, train_context, val_context = (
+        to_device(t, device) for t in (train, val, train_context, val_context)
+    )
+    par = distributed.DataParallel(model, device)
+    if len(train) < par.world:
+        raise ValueError(f"{len(train)} training examples are too few for {par.world} ranks")
+    state = par.share(state)
 
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
@@ -264,14 +253,14 @@ def fit(
             start_epoch = max_epochs  # that run had finished; do not train further
 
     masks = _mask_modules(model)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = par.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
     bar = None
     if show:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max_epochs, initial=min(start_epoch, max_epochs), unit="epoch")
     t0 = time.perf_counter()
-    n = train.shape[0]
+    n = len(train)
     stopped = history.stopped or "max_epochs"
     try:
         for epoch in range(start_epoch, max_epochs):
@@ -282,18 +271,20 @@ def fit(
             total, count = 0.0, 0
             for step, start in enumerate(range(0, n, batch_size)):
                 idx = order[start : start + batch_size]
-                x = train[idx]
-                if augment is not None:
-                    x = augment(x, gen)
-                if train_context is None:
-                    log_p = model.log_prob(x)
+                if len(idx) < par.world:
+                    break  # a last batch with fewer rows than ranks: some would have none
+                mine = par.mine(idx)
+                if augment is None:
+                    x = take(train, mine, device)
                 else:
-                    log_p = model.log_prob(x, context=train_context[idx])
-                loss = -log_p.mean()
-                if not torch.isfinite(loss):
+                    # The whole global batch, so the shared generator draws the same on each rank.
+                    x = par.mine(augment(take(train, idx, device), gen))
+                c = None if train_context is None else take(train_context, mine, device)
+                loss, batch_total = par.loss(par.log_prob(x, c), len(idx))
+                if not math.isfinite(batch_total):
                     raise NonFiniteLossError(
-                        f"training loss became {loss.item()} at epoch {epoch}, step {step}; "
-                        "try a lower learning rate, gradient clipping or standardised data"
+                        f"training loss became {-batch_total / len(idx)} at epoch {epoch}, step "
+                        f"{step}; try a lower learning rate, gradient clipping or standardised data"
                     )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -302,8 +293,9 @@ def fit(
                 optimizer.step()
                 for made in masks:
                     made.next_mask()
-                total += -loss.item() * x.shape[0]
-                count += x.shape[0]
+                total += batch_total
+                count += len(idx)
+            par.sync_buffers()
             train_ll = total / count
             history.train_log_lik.append(train_ll)
             history.epochs = epoch + 1
@@ -311,10 +303,7 @@ def fit(
             val_ll = None
             improved = True
             if val is not None:
-                val_ll = evaluate_log_prob(
-                    model, val, val_context, batch_size=max(batch_size, 1000)
-                )
-                val_ll = val_ll.mean().item()
+                val_ll = mean_log_prob(par, model, val, val_context, max(batch_size, 1000))
                 if not math.isfinite(val_ll):
                     raise NonFiniteLossError(
                         f"validation log-likelihood became {val_ll} at epoch {epoch}"
@@ -358,11 +347,13 @@ def fit(
 
             last = stopped != "max_epochs" or epoch + 1 >= max_epochs
             event = EpochEnd(epoch, train_ll, val_ll, improved, last, history, snapshot)
-            if callback is not None and callback(event) and stopped == "max_epochs":
+            stop = callback is not None and bool(callback(event))
+            if par.any(stop) and stopped == "max_epochs":
                 stopped = "callback"
             if stopped != "max_epochs":
                 break
     finally:
+        par.close()
         if bar is not None:
             bar.close()
     if val is not None:
@@ -372,24 +363,34 @@ def fit(
     return history
 
 
+def _shape(data: Any) -> tuple[int, ...] | str:
+    """The shape of a tensor, ``(N, D)`` of a row source, or the type name of anything else."""
+    if isinstance(data, torch.Tensor):
+        return tuple(data.shape)
+    if isinstance(data, RowSource) and not isinstance(data, (list, tuple, dict, str)):
+        return (len(data), num_columns(data)) if len(data) else (0,)
+    return type(data).__name__
+
+
 def _check_args(
-    train: torch.Tensor,
-    val: torch.Tensor | None,
-    train_context: torch.Tensor | None,
-    val_context: torch.Tensor | None,
+    train: Rows,
+    val: Rows | None,
+    train_context: Rows | None,
+    val_context: Rows | None,
     batch_size: int,
     max_epochs: int,
     lr_schedule: str | None,
 ) -> None:
-    if not isinstance(train, torch.Tensor) or train.dim() != 2 or train.shape[0] == 0:
-        shape = tuple(train.shape) if isinstance(train, torch.Tensor) else type(train).__name__
+    shape = _shape(train)
+    if not isinstance(shape, tuple) or len(shape) != 2 or shape[0] == 0:
         raise ValueError(f"train must be a non-empty (N, D) tensor, got {shape}")
-    if val is not None and (val.dim() != 2 or val.shape[1] != train.shape[1] or not len(val)):
-        raise ValueError(
-            f"val must be a non-empty (M, {train.shape[1]}) tensor, got {tuple(val.shape)}"
-        )
+    if val is not None:
+        val_shape = _shape(val)
+        ok = isinstance(val_shape, tuple) and len(val_shape) == 2 and val_shape[0] > 0
+        if not ok or val_shape[1] != shape[1]:
+            raise ValueError(f"val must be a non-empty (M, {shape[1]}) tensor, got {val_shape}")
     for name, c, x in (("train_context", train_context, train), ("val_context", val_context, val)):
-        if c is not None and (x is None or c.shape[0] != x.shape[0]):
+        if c is not None and (x is None or len(c) != len(x)):
             raise ValueError(f"{name} must have one row per example")
     if val is not None and (train_context is None) != (val_context is None):
         raise ValueError("give contexts for both train and val, or for neither")

@@ -1,18 +1,24 @@
-"""Data: bundled digits, 2-D toy densities, and user files (offline)."""
+"""Data: bundled digits, 2-D toy densities, user files (offline), and memory-mapped rows."""
 
 from madeflow.data.digits import DigitSplits, load_digits, logit_log_jacobian
-from madeflow.data.files import DataError, Split, Standardizer, load_array, split
+from madeflow.data.files import DataError, Split, Standardizer, load_array, split, split_indices
+from madeflow.data.memmap import MemmapRows, load_memmap
+from madeflow.data.rows import RowSource
 from madeflow.data.toy import TOY_DATASETS, toy_data
 
 __all__ = [
     "TOY_DATASETS",
     "DataError",
     "DigitSplits",
+    "MemmapRows",
+    "RowSource",
     "Split",
     "Standardizer",
     "load_array",
     "load_digits",
+    "load_memmap",
     "logit_log_jacobian",
     "split",
+    "split_indices",
     "toy_data",
 ]

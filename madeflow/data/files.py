@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["DataError", "Split", "Standardizer", "load_array", "split"]
+__all__ = ["DataError", "Split", "Standardizer", "load_array", "split", "split_indices"]
 
 SUFFIXES = (".npy", ".npz", ".csv", ".pt")
 
@@ -135,6 +135,27 @@ def load_array(
 
 
 def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype) -> torch.Tensor:
+    arr = as_matrix(arr, path).astype(np.float64)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise nonfinite_error(path, np.flatnonzero(bad))
+    return torch.from_numpy(arr).to(dtype)
+
+
+def as_matrix(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
+    """Check that ``arr`` is a numeric ``(N, D)`` array with ``N >= 2``; 1-D becomes ``(N, 1)``.
+
+    Args:
+        arr: The array as read (an ``np.memmap`` stays one: only views are taken).
+        path: Its file, for the messages.
+
+    Returns:
+        The ``(N, D)`` array or view.
+
+    Raises:
+        DataError: If it is not numeric, has the wrong number of dimensions, no columns, or
+            fewer than two rows.
+    """
     if arr.dtype.kind not in "biuf":
         raise DataError(f"{path} holds {arr.dtype} values; expected numbers")
     if arr.ndim == 1:
@@ -145,13 +166,45 @@ def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype) -> torch.Tensor:
         raise DataError(f"{path} has no columns")
     if arr.shape[0] < 2:
         raise DataError(f"{path} has {arr.shape[0]} row(s); need at least 2 examples")
-    arr = arr.astype(np.float64)
-    bad = ~np.isfinite(arr).all(axis=1)
-    if bad.any():
-        rows = np.flatnonzero(bad)
-        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
-        raise DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}")
-    return torch.from_numpy(arr).to(dtype)
+    return arr
+
+
+def nonfinite_error(path: str | os.PathLike, rows: np.ndarray) -> DataError:
+    """The error for rows holding NaN or Inf, naming the first ten (0-based)."""
+    shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+    return DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}")
+
+
+def split_indices(
+    n: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The row numbers of a seeded train/validation/test split of ``n`` examples.
+
+    :func:`split` takes these rows from an in-memory tensor; the memory-mapped loader
+    (:mod:`madeflow.data.memmap`) keeps them as an index, so both give the same split.
+
+    Args:
+        n: Number of examples, ``n >= 3``.
+        fractions: Train, validation and test fractions (normalised to sum to 1). Validation and
+            test get at least one example each.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``(train, val, test)`` int64 row numbers, shapes ``(n_train,)``, ``(n_val,)``,
+        ``(n_test,)``.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
+        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
+    if n < 3:
+        raise DataError(f"need at least 3 examples to split into train/val/test, got {n}")
+    total = float(sum(fractions))
+    n_val = max(1, math.floor(n * fractions[1] / total))
+    n_test = max(1, math.floor(n * fractions[2] / total))
+    n_train = n - n_val - n_test
+    if n_train < 1:
+        raise DataError(f"{n} examples are too few for the split {fractions}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
 
 
 def split(
@@ -166,25 +219,10 @@ def split(
         seed: Seed of the shuffle.
 
     Returns:
-        The :class:`Split`.
+        The :class:`Split` (rows chosen by :func:`split_indices`).
     """
-    n = data.shape[0]
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or sum(fractions) <= 0:
-        raise ValueError(f"fractions must be three non-negative numbers, got {fractions}")
-    if n < 3:
-        raise DataError(f"need at least 3 examples to split into train/val/test, got {n}")
-    total = float(sum(fractions))
-    n_val = max(1, math.floor(n * fractions[1] / total))
-    n_test = max(1, math.floor(n * fractions[2] / total))
-    n_train = n - n_val - n_test
-    if n_train < 1:
-        raise DataError(f"{n} examples are too few for the split {fractions}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return Split(
-        data[order[:n_train]],
-        data[order[n_train : n_train + n_val]],
-        data[order[n_train + n_val :]],
-    )
+    train, val, test = split_indices(data.shape[0], fractions, seed)
+    return Split(data[train], data[val], data[test])
 
 
 class Standardizer(nn.Module):
@@ -216,11 +254,28 @@ class Standardizer(nn.Module):
     @classmethod
     def fit(cls, train: torch.Tensor, min_std: float = 1e-6) -> Standardizer:
         """Fit mean and standard deviation on ``train`` ``(N, D)``."""
-        s = cls(train.shape[-1], min_std).to(dtype=train.dtype, device=train.device)
-        s.mean.copy_(train.mean(0))
-        std = train.std(0) if train.shape[0] > 1 else torch.ones_like(s.std)
-        scale = train.abs().amax(0).clamp_min(1.0)
-        s.std.copy_(torch.maximum(std, min_std * scale))
+        std = train.std(0) if train.shape[0] > 1 else torch.ones_like(train[0])
+        return cls.from_moments(train.mean(0), std, train.abs().amax(0), min_std)
+
+    @classmethod
+    def from_moments(
+        cls, mean: torch.Tensor, std: torch.Tensor, abs_max: torch.Tensor, min_std: float = 1e-6
+    ) -> Standardizer:
+        """Build from statistics computed elsewhere (e.g. in chunks over a memory-mapped file).
+
+        Args:
+            mean: ``(D,)`` column means.
+            std: ``(D,)`` column standard deviations (unbiased; ones for a single row).
+            abs_max: ``(D,)`` largest absolute value of each column; the floor on the scale is
+                ``min_std * max(abs_max, 1)``, so constant columns stay finite.
+            min_std: Floor on the standard deviation, relative to the column's magnitude.
+
+        Returns:
+            The :class:`Standardizer`, in ``mean``'s dtype and device.
+        """
+        s = cls(mean.shape[-1], min_std).to(dtype=mean.dtype, device=mean.device)
+        s.mean.copy_(mean)
+        s.std.copy_(torch.maximum(std, min_std * abs_max.clamp_min(1.0)))
         return s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
