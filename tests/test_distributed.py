@@ -27,10 +27,13 @@ from madeflow import cli, distributed, load_run
 from madeflow.data import MemmapRows
 from madeflow.data.toy import toy_data
 
-pytestmark = pytest.mark.skipif(
-    not dist.is_available() or not dist.is_gloo_available(),
-    reason="needs torch.distributed with the gloo backend",
-)
+pytestmark = [
+    pytest.mark.usefixtures("one_thread"),
+    pytest.mark.skipif(
+        not dist.is_available() or not dist.is_gloo_available(),
+        reason="needs torch.distributed with the gloo backend",
+    ),
+]
 
 ROOT = Path(madeflow.__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -52,14 +55,6 @@ FIT = [
     "0",
     "--quiet",
 ]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _free_port() -> int:

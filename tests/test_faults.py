@@ -51,12 +51,7 @@ TRIGGER_FILES = {"config": "config.json", "state": "train_state.pt", "model": "m
 SEED = 20261123
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spawn(*args: object) -> subprocess.Popen:

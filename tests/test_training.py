@@ -9,14 +9,7 @@ from madeflow.data.toy import toy_data
 from madeflow.density import GaussianMADE
 from madeflow.training import NonFiniteLossError, evaluate_log_prob, fit
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and steadier on a shared machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class DiagGauss(nn.Module):
