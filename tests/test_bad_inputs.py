@@ -74,6 +74,11 @@ def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
 
 
+def _fit_file(name: str) -> Callable[[Env], list[str]]:
+    """The arguments of a tiny ``madeflow fit`` on the data file ``name`` of the test folder."""
+    return lambda e: ["fit", str(e.tmp / name), *TINY, "--out", str(e.out)]
+
+
 def _retag(path: Path, **changes: Any) -> None:
     obj = load_tensors(path)
     obj.pop("format_version")
@@ -309,37 +314,37 @@ CASES: dict[str, Case] = {
     ),
     # --- command line
     "cli-csv-text": Case(
-        lambda e: ["fit", str(e.tmp / "text.csv"), *TINY, "--out", str(e.out)],
+        _fit_file("text.csv"),
         3,
         r"line 3, column 2 is not a number",
     ),
     "cli-csv-ragged": Case(
-        lambda e: ["fit", str(e.tmp / "ragged.csv"), *TINY, "--out", str(e.out)],
+        _fit_file("ragged.csv"),
         3,
         r"ragged rows",
     ),
     "cli-empty-file": Case(
-        lambda e: ["fit", str(e.tmp / "empty.csv"), *TINY, "--out", str(e.out)],
+        _fit_file("empty.csv"),
         3,
         r"empty\.csv is empty",
     ),
     "cli-nan-rows": Case(
-        lambda e: ["fit", str(e.tmp / "nan.npy"), *TINY, "--out", str(e.out)],
+        _fit_file("nan.npy"),
         3,
         r"NaN or Inf in 2 row\(s\) \(0-based\): 1, 3",
     ),
     "cli-one-row": Case(
-        lambda e: ["fit", str(e.tmp / "one.csv"), *TINY, "--out", str(e.out)],
+        _fit_file("one.csv"),
         3,
         r"has 1 row\(s\); need at least 2 examples",
     ),
     "cli-zero-rows": Case(
-        lambda e: ["fit", str(e.tmp / "zero.npy"), *TINY, "--out", str(e.out)],
+        _fit_file("zero.npy"),
         3,
         r"has 0 row\(s\)",
     ),
     "cli-unsupported-file": Case(
-        lambda e: ["fit", str(e.tmp / "notes.txt"), *TINY, "--out", str(e.out)],
+        _fit_file("notes.txt"),
         3,
         r"unsupported data file type '\.txt'",
     ),
