@@ -2,7 +2,8 @@
 
 The public API, flat:
 
-* the conditioner: :class:`MADE`, :class:`MaskedLinear`, :func:`check_autoregressive`;
+* the conditioner: :class:`MADE`, :class:`MaskedLinear`, :func:`check_autoregressive`, and
+  Pyro's exact signatures in :class:`AutoRegressiveNN`, :class:`ConditionalAutoRegressiveNN`;
 * density estimators: :class:`BernoulliMADE`, :class:`GaussianMADE`,
   :class:`GaussianMixtureMADE`;
 * Pyro transforms: :class:`MAFTransform`, :class:`IAFTransform` (and conditional twins),
@@ -28,6 +29,7 @@ from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
 from madeflow.layers import MaskedLinear
 from madeflow.made import MADE
 from madeflow.models import build_model
+from madeflow.pyro_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from madeflow.runs import load_run
 from madeflow.training import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
 from madeflow.transforms import (
@@ -50,10 +52,12 @@ __all__ = [
     "MADE",
     "MAF",
     "AutoIAF",
+    "AutoRegressiveNN",
     "AutoregressiveError",
     "BatchNormTransform",
     "BernoulliMADE",
     "CheckpointError",
+    "ConditionalAutoRegressiveNN",
     "ConditionalIAFTransform",
     "ConditionalMAFTransform",
     "EpochEnd",

@@ -38,6 +38,7 @@ from typing import Any, Union
 import torch
 
 from madeflow.made import MADE
+from madeflow.masks import mask_from_degrees
 
 __all__ = ["block_size", "fast_autoregressive_solve"]
 
@@ -45,29 +46,71 @@ Params = Union[torch.Tensor, tuple[torch.Tensor, ...]]
 Step = Callable[[Params, torch.Tensor], torch.Tensor]
 
 
+class _Ordered:
+    """A weight or bias in degree order, always equal to the live parameter.
+
+    When no reordering is needed ``value`` is a view of the parameter itself, so every in-place
+    change (an optimizer step, an edit through ``.data``) is seen by construction. Otherwise
+    ``value`` is a buffer that :meth:`refresh` refills from the parameter at the start of every
+    solve; the plan's views into it stay valid because the buffer is never reallocated.
+    """
+
+    def __init__(
+        self, param: torch.Tensor, rows: torch.Tensor | None, cols: torch.Tensor | None = None
+    ) -> None:
+        self.param, self.rows, self.cols = param, _unless_identity(rows), _unless_identity(cols)
+        self.value = param.detach()
+        if self.rows is not None or self.cols is not None:
+            self.value = self._gather().contiguous()
+
+    def _gather(self) -> torch.Tensor:
+        value = self.param.detach()
+        if self.rows is not None:
+            value = value.index_select(0, self.rows)
+        if self.cols is not None:
+            value = value.index_select(1, self.cols)
+        return value
+
+    def refresh(self) -> None:
+        """Copy the parameter's current values into the buffer (a no-op for a view)."""
+        if self.rows is not None or self.cols is not None:
+            self.value.copy_(self._gather())
+
+
+def _unless_identity(index: torch.Tensor | None) -> torch.Tensor | None:
+    if index is None or torch.equal(index, torch.arange(index.numel(), device=index.device)):
+        return None
+    return index
+
+
 @dataclass
 class _Map:
     """One masked linear map in degree order.
 
-    ``weight`` is ``(targets, sources)``, rows and columns sorted by degree, mask applied. At stage
-    ``s`` the targets ``rows[s]`` (a ``(start, stop)`` range) are due, and they may read the
-    first ``seen[s]`` sources.
+    ``weight.value`` is ``(targets, sources)``, rows and columns sorted by degree. At stage ``s``
+    the targets ``rows[s]`` (a ``(start, stop)`` range) are due, and they may read the first
+    ``seen[s]`` sources. Every entry a stage reads is one the mask keeps, so the raw weight is
+    used: no masked copy is needed.
     """
 
-    weight: torch.Tensor
-    bias: torch.Tensor | None
+    weight: _Ordered
+    bias: _Ordered | None
     rows: list[tuple[int, int]]
     seen: list[int]
 
 
 @dataclass
 class _Plan:
-    """Everything derived from the MADE's weights and current mask, cached between calls."""
+    """Everything derived from the MADE's masks and parameter storage, cached between calls.
+
+    Values are never cached: views alias the parameters and gathered copies are refilled by
+    :meth:`refresh` at every solve, so the plan cannot hand back stale weights.
+    """
 
     hidden: list[_Map]
     output: _Map
     skip: _Map | None
-    context_weight: torch.Tensor | None  # (H0, C), rows in degree order
+    context_weight: _Ordered | None  # (H0, C), rows in degree order
     permutation: list[int]  # permutation[s] is the input of degree s + 1
     permutation_index: torch.Tensor  # the same as a (D,) long tensor on the weights' device
     to_input_order: torch.Tensor  # (D,) long: column of the degree-ordered x for each input
@@ -75,8 +118,15 @@ class _Plan:
     workspace: Any = None  # the last call's _Workspace, reused when the batch shape matches
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def ordered(self) -> list[_Ordered]:
+        maps = [*self.hidden, self.output] + ([self.skip] if self.skip is not None else [])
+        found = [t for m in maps for t in (m.weight, m.bias) if t is not None]
+        return found + ([self.context_weight] if self.context_weight is not None else [])
 
-_CACHE: weakref.WeakKeyDictionary[MADE, tuple[tuple, _Plan]] = weakref.WeakKeyDictionary()
+    def refresh(self) -> None:
+        """Bring every gathered copy up to date with the parameters."""
+        for t in self.ordered():
+            t.refresh()
 
 
 def block_size(input_dim: int) -> int:
@@ -103,68 +153,118 @@ def _seen(sorted_degrees: torch.Tensor, stages: int) -> list[int]:
     return torch.searchsorted(sorted_degrees, s, right=True).tolist()
 
 
-def _build_plan(made: MADE) -> _Plan:
+def _masks(made: MADE) -> list[torch.Tensor]:
+    layers = [*made.layers, made.output_layer]
+    if made.skip_layer is not None:
+        layers.append(made.skip_layer)
+    return [layer.mask for layer in layers]
+
+
+def _masks_follow_degrees(made: MADE) -> bool:
+    """Whether the masks the forward pass uses are the ones the degrees prescribe.
+
+    The engine derives its schedule from degrees; a mask edited by hand (not through
+    ``set_mask``) would make it disagree with ``made(x)``, so such a MADE is solved naively.
+    """
+    below = made.input_degree
+    for layer, deg in zip(made.layers, made.hidden_degrees()):
+        if not torch.equal(layer.mask, mask_from_degrees(deg, below).to(layer.mask.device)):
+            return False
+        below = deg
+    out = made.output_degrees()
+    if not torch.equal(made.output_layer.mask, _strict_mask(out, below, made.output_layer.mask)):
+        return False
+    skip = made.skip_layer
+    return skip is None or torch.equal(skip.mask, _strict_mask(out, made.input_degree, skip.mask))
+
+
+def _strict_mask(out: torch.Tensor, below: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return mask_from_degrees(out, below, strict=True).to(like.device)
+
+
+def _build_plan(made: MADE) -> _Plan | None:
+    if not _masks_follow_degrees(made):
+        return None
     d = made.input_dim
     mult = made.output_multiplier
-    perm = made.get_permutation()
     device = made.output_layer.weight.device
-    perm = perm.to(device)
+    perm = made.get_permutation().to(device)
     in_deg = torch.arange(1, d + 1, device=device)  # degrees of the inputs, in degree order
     src_order, src_deg = perm, in_deg
     hidden: list[_Map] = []
     orders: list[torch.Tensor] = []
-    with torch.no_grad():
-        for layer, deg in zip(made.layers, made.hidden_degrees()):
-            deg = deg.to(device)
-            order = torch.argsort(deg, stable=True)
-            sorted_deg = deg[order]
-            w = layer.masked_weight()[order][:, src_order]
-            bias = None if layer.bias is None else layer.bias[order]
-            hidden.append(_Map(w.contiguous(), bias, _ranges(sorted_deg, d), _seen(src_deg, d)))
-            orders.append(order)
-            src_order, src_deg = order, sorted_deg
-        # Output rows for the input of degree s + 1 come at stage s, one per parameter.
-        rows = (torch.arange(mult, device=device) * d + perm.unsqueeze(-1)).reshape(-1)
-        out_ranges = [(s * mult, (s + 1) * mult) for s in range(d)]
-        out = made.output_layer
-        output = _Map(
-            out.masked_weight()[rows][:, src_order].contiguous(),
-            None if out.bias is None else out.bias[rows],
+    for layer, deg in zip(made.layers, made.hidden_degrees()):
+        deg = deg.to(device)
+        order = torch.argsort(deg, stable=True)
+        sorted_deg = deg[order]
+        w = _Ordered(layer.weight, order, src_order)
+        bias = None if layer.bias is None else _Ordered(layer.bias, order)
+        hidden.append(_Map(w, bias, _ranges(sorted_deg, d), _seen(src_deg, d)))
+        orders.append(order)
+        src_order, src_deg = order, sorted_deg
+    # Output rows for the input of degree s + 1 come at stage s, one per parameter.
+    rows = (torch.arange(mult, device=device) * d + perm.unsqueeze(-1)).reshape(-1)
+    out_ranges = [(s * mult, (s + 1) * mult) for s in range(d)]
+    out = made.output_layer
+    output = _Map(
+        _Ordered(out.weight, rows, src_order),
+        None if out.bias is None else _Ordered(out.bias, rows),
+        out_ranges,
+        _seen(src_deg, d),
+    )
+    skip = None
+    if made.skip_layer is not None:
+        sk = made.skip_layer
+        skip = _Map(
+            _Ordered(sk.weight, rows, perm),
+            None if sk.bias is None else _Ordered(sk.bias, rows),
             out_ranges,
-            _seen(src_deg, d),
+            list(range(d)),  # the output of degree s + 1 sees inputs of degree <= s
         )
-        skip = None
-        if made.skip_layer is not None:
-            sk = made.skip_layer
-            skip = _Map(
-                sk.masked_weight()[rows][:, perm].contiguous(),
-                None if sk.bias is None else sk.bias[rows],
-                out_ranges,
-                list(range(d)),  # the output of degree s + 1 sees inputs of degree <= s
-            )
-        ctx = None
-        if made.context_layer is not None:
-            ctx = made.context_layer.weight[orders[0]].contiguous()
+    ctx = None
+    if made.context_layer is not None:
+        ctx = _Ordered(made.context_layer.weight, orders[0])
     to_input = made.input_degree.to(device) - 1
     return _Plan(hidden, output, skip, ctx, perm.tolist(), perm, to_input)
 
 
 def _plan_key(made: MADE) -> tuple:
-    tensors = [*made.parameters(), *made.buffers()]
-    return (
-        int(made.mask_index),
-        id(made.activation),
-        tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors),
+    """What the plan's structure and views depend on, compared without touching values.
+
+    Masks by identity and version (``set_mask``, ``load_state_dict`` and ``.to()`` install new
+    mask tensors; in-place edits bump the version); parameters by storage address, shape, stride,
+    dtype and device (``.to()``, ``param.data = ...`` and ``load_state_dict(assign=True)`` change
+    them). An address cannot be reused while the plan's views keep the old storage alive.
+    """
+    masks = _masks(made)
+    storage = tuple(
+        (p.data_ptr(), p.shape, p.stride(), p.dtype, p.device) for p in made.parameters()
     )
+    return (tuple(masks), tuple(m._version for m in masks), storage)
 
 
-def _get_plan(made: MADE) -> _Plan:
+def _same_key(a: tuple, b: tuple) -> bool:
+    # Masks compare by identity: `==` on tensors would compare their values.
+    same_masks = len(a[0]) == len(b[0]) and all(x is y for x, y in zip(a[0], b[0]))
+    return same_masks and a[1:] == b[1:]
+
+
+# Plans live outside the module (never in its state_dict, pickles or deep copies), with the key
+# they were built for; ``None`` marks a MADE the engine cannot solve (hand-edited masks).
+_CACHE: weakref.WeakKeyDictionary[MADE, tuple[tuple, _Plan | None]] = weakref.WeakKeyDictionary()
+
+
+def _get_plan(made: MADE) -> _Plan | None:
+    """The MADE's plan, refreshed to its current weights; ``None`` if the engine cannot solve it."""
     key = _plan_key(made)
     cached = _CACHE.get(made)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    plan = _build_plan(made)
-    _CACHE[made] = (key, plan)
+    if cached is not None and _same_key(cached[0], key):
+        plan = cached[1]
+    else:
+        plan = _build_plan(made)
+        _CACHE[made] = (key, plan)
+    if plan is not None:
+        plan.refresh()
     return plan
 
 
@@ -194,7 +294,7 @@ def _schedule(plan: _Plan, block: int) -> list[tuple[_Bulk, list[_Stage]]]:
             lows.append(lo)
             r0, r1 = m.rows[s0][0], m.rows[s1 - 1][1]
             if lo and r1 > r0:
-                bulk.append((j, r0, r1, lo, m.weight[r0:r1, :lo]))
+                bulk.append((j, r0, r1, lo, m.weight.value[r0:r1, :lo]))
         stages: list[_Stage] = []
         for s in range(s0, s1):
             ops = []
@@ -202,7 +302,7 @@ def _schedule(plan: _Plan, block: int) -> list[tuple[_Bulk, list[_Stage]]]:
                 r0, r1 = m.rows[s]
                 if r1 > r0:
                     hi = m.seen[s]
-                    w = m.weight[r0:r1, lo:hi] if hi > lo else None
+                    w = m.weight.value[r0:r1, lo:hi] if hi > lo else None
                     ops.append((j, r0, r1, lo, hi, w))
             stages.append((s, ops))
         blocks.append((bulk, stages))
@@ -259,6 +359,11 @@ def fast_autoregressive_solve(
         context = context.expand(*batch, made.context_dim)
     n = math.prod(batch)
     plan = _get_plan(made)
+    if plan is None:  # hand-edited masks: the schedule would not match made(x)
+        from madeflow.inversion import naive_autoregressive_solve  # (it imports this module)
+
+        with torch.no_grad():
+            return naive_autoregressive_solve(made, step, noise, context)
     weight = made.output_layer.weight
     key = (tuple(batch), block or block_size(d))
     # Buffers and their views are reused between calls; a concurrent or nested call (lock taken)
@@ -287,9 +392,9 @@ class _Workspace:
         d, n = made.input_dim, math.prod(batch)
         self.key = (tuple(batch), block)
         self.x = like.new_empty(d, n)  # x[s] is the input of degree s + 1
-        self.pre = [like.new_empty(m.weight.shape[0], n) for m in plan.hidden]
-        self.post = [like.new_empty(m.weight.shape[0], n) for m in plan.hidden]
-        self.out = like.new_empty(plan.output.weight.shape[0], n)
+        self.pre = [like.new_empty(m.weight.value.shape[0], n) for m in plan.hidden]
+        self.post = [like.new_empty(m.weight.value.shape[0], n) for m in plan.hidden]
+        self.out = like.new_empty(plan.output.weight.value.shape[0], n)
         maps = [*plan.hidden, plan.output]
         sources = [self.x, *self.post]
         targets = [*self.pre, self.out]
@@ -327,7 +432,7 @@ def _run(
         _fill_bias(buf, m.bias)
     if plan.context_weight is not None:
         ctx = context.reshape(n, -1).t().to(ws.x.dtype)
-        ws.pre[0].addmm_(plan.context_weight, ctx)
+        ws.pre[0].addmm_(plan.context_weight.value, ctx)
     _fill_bias(ws.out, plan.output.bias)
     act = made.activation
     relu = type(act) is torch.nn.ReLU
@@ -352,8 +457,8 @@ def _run(
     return ws.x.t().index_select(-1, plan.to_input_order)
 
 
-def _fill_bias(buf: torch.Tensor, bias: torch.Tensor | None) -> None:
+def _fill_bias(buf: torch.Tensor, bias: _Ordered | None) -> None:
     if bias is None:
         buf.zero_()
     else:
-        buf.copy_(bias.unsqueeze(-1).expand_as(buf))
+        buf.copy_(bias.value.unsqueeze(-1).expand_as(buf))

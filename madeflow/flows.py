@@ -16,6 +16,7 @@ from torch import nn
 from madeflow.density import GaussianMixtureMADE
 from madeflow.density.base import _check_finite_context
 from madeflow.made import MADE
+from madeflow.modes import is_eager
 from madeflow.transforms.batchnorm import BatchNormTransform
 from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
 from madeflow.transforms.maf import ConditionalMAFTransform, MAFTransform
@@ -101,7 +102,11 @@ class _Flow(nn.Module):
         """
         self._check_context(context)
         if context is None:
-            return dist.TransformedDistribution(self._base(None), list(self.transforms))
+            # Under compile/trace/func, Pyro's support check would branch on data.
+            validate = None if is_eager() else False
+            return dist.TransformedDistribution(
+                self._base(None), list(self.transforms), validate_args=validate
+            )
         base = _ConditionalBase(self._base)
         return ConditionalTransformedDistribution(base, list(self.transforms)).condition(context)
 
@@ -118,8 +123,8 @@ class _Flow(nn.Module):
         Raises:
             ValueError: On a wrong last dimension or NaN/Inf entries (the rows are named).
         """
-        ref = next(self.parameters())
-        x = _check_points(x, self.input_dim, ref.dtype)
+        # The base's buffers carry the flow's dtype (module traversal would break compile graphs).
+        x = _check_points(x, self.input_dim, self.loc.dtype)
         self._check_context(context)
         batch = _check_batch(x, context)
         if batch.numel() == 0:  # torch's support check cannot reshape an empty batch
@@ -178,6 +183,8 @@ def _check_points(x: Any, input_dim: int, dtype: torch.dtype) -> torch.Tensor:
             "or convert it explicitly with x.to(dtype) before scoring"
         )
     x = x.to(dtype)
+    if not is_eager():  # value checks need a branch on data (see madeflow.modes)
+        return x
     bad = ~torch.isfinite(x).all(-1)
     if bad.any():
         rows = torch.nonzero(bad).tolist()

@@ -99,105 +99,173 @@ def group_plan(mask: torch.Tensor, groups: int | None = None) -> GroupPlan | Non
     return GroupPlan(row_order, row_inverse, col_order, col_inverse, plan, shared, blocks)
 
 
-def _take(t: torch.Tensor, dim: int, index: torch.Tensor | None) -> torch.Tensor:
-    return t if index is None else t.index_select(dim, index)
-
-
-class _GroupedMaskedLinear(torch.autograd.Function):
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: Any,
-        x: torch.Tensor,
-        weight: torch.Tensor,
-        mask: torch.Tensor,
-        bias: torch.Tensor | None,
-        plan: GroupPlan,
-    ) -> torch.Tensor:
-        # Sorted weight, unmasked: each group masks only its diagonal block.
-        w = _take(_take(weight, 0, plan.row_order), 1, plan.col_order)
-        xs = _take(x, 1, plan.col_order)
-        b = None if bias is None else _take(bias, 0, plan.row_order)
-        y = x.new_empty(x.shape[0], w.shape[0])
-        diag = []
-        for (r0, r1, c), s, block in zip(plan.groups, plan.shared, plan.blocks):
-            # Column slices of y are strided matrices that BLAS writes in place.
-            out = y[:, r0:r1]
-            if b is None:
-                torch.mm(xs[:, :s], w[r0:r1, :s].t(), out=out)
-            else:
-                torch.addmm(b[r0:r1], xs[:, :s], w[r0:r1, :s].t(), out=out)
-            wd = w[r0:r1, s:c].masked_fill(block, 0)
-            diag.append(wd)
-            if c > s:
-                out.addmm_(xs[:, s:c], wd.t())
-        ctx.save_for_backward(xs, w, *diag)
-        ctx.plan = plan
-        ctx.has_bias = bias is not None
-        return _take(y, 1, plan.row_inverse)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        xs, w, *diag = ctx.saved_tensors
-        plan: GroupPlan = ctx.plan
-        gs = _take(grad, 1, plan.row_order)
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = _grad_input(gs, w, diag, plan)
-            grad_x = _take(grad_x, 1, plan.col_inverse)
-        if ctx.needs_input_grad[1]:
-            grad_w = w.new_empty(w.shape)
-            for (r0, r1, c), s, block in zip(plan.groups, plan.shared, plan.blocks):
-                g = gs[:, r0:r1].t()
-                torch.mm(g, xs[:, :s], out=grad_w[r0:r1, :s])
-                if c > s:
-                    torch.mm(g, xs[:, s:c], out=grad_w[r0:r1, s:c]).masked_fill_(block, 0)
-                grad_w[r0:r1, c:].zero_()
-            grad_w = _take(_take(grad_w, 0, plan.row_inverse), 1, plan.col_inverse)
-        if ctx.has_bias and ctx.needs_input_grad[3]:
-            grad_b = grad.sum(0)
-        return grad_x, grad_w, None, grad_b, None
-
-
-def _grad_input(
-    gs: torch.Tensor, w: torch.Tensor, diag: list[torch.Tensor], plan: GroupPlan
+def _sorted_product(
+    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, plan: GroupPlan
 ) -> torch.Tensor:
-    """``gs @ (w * mask)`` in sorted order, one column block at a time: ``(B, out) -> (B, in)``.
+    """``x @ (w * mask).T + b`` in sorted order: ``(B, in) -> (B, out)``.
+
+    Each group multiplies the columns every one of its rows sees with the unmasked weight, then
+    adds its masked diagonal block; column slices of the result are strided matrices that BLAS
+    writes in place.
+    """
+    y = x.new_empty(x.shape[0], w.shape[0])
+    for (r0, r1, c), s, block in zip(plan.groups, plan.shared, plan.blocks):
+        out = y[:, r0:r1]
+        if b is None:
+            torch.mm(x[:, :s], w[r0:r1, :s].t(), out=out)
+        else:
+            torch.addmm(b[r0:r1], x[:, :s], w[r0:r1, :s].t(), out=out)
+        if c > s:
+            out.addmm_(x[:, s:c], w[r0:r1, s:c].masked_fill(block, 0).t())
+    return y
+
+
+def _sorted_transposed(g: torch.Tensor, w: torch.Tensor, plan: GroupPlan) -> torch.Tensor:
+    """``g @ (w * mask)`` in sorted order, one column block at a time: ``(B, out) -> (B, in)``.
 
     Columns ``shared[g]:columns[g]`` are seen (masked) by group ``g`` and fully by every later
     group: one product for each, and every block of the result is written once.
     """
-    grad_x = gs.new_empty(gs.shape[0], w.shape[1])
-    for (r0, r1, c), s, wd in zip(plan.groups, plan.shared, diag):
+    z = g.new_empty(g.shape[0], w.shape[1])
+    for (r0, r1, c), s, block in zip(plan.groups, plan.shared, plan.blocks):
         if c > s:
-            out = torch.mm(gs[:, r0:r1], wd, out=grad_x[:, s:c])
+            out = torch.mm(g[:, r0:r1], w[r0:r1, s:c].masked_fill(block, 0), out=z[:, s:c])
             if r1 < w.shape[0]:
-                out.addmm_(gs[:, r1:], w[r1:, s:c])
-    grad_x[:, plan.groups[-1][2] :].zero_()
-    return grad_x
+                out.addmm_(g[:, r1:], w[r1:, s:c])
+    z[:, plan.groups[-1][2] :].zero_()
+    return z
+
+
+def _sorted_outer(g: torch.Tensor, x: torch.Tensor, plan: GroupPlan) -> torch.Tensor:
+    """``(g.T @ x) * mask`` in sorted order, computing only what the mask keeps: ``(out, in)``."""
+    p = g.new_empty(g.shape[1], x.shape[1])
+    for (r0, r1, c), s, block in zip(plan.groups, plan.shared, plan.blocks):
+        gt = g[:, r0:r1].t()
+        torch.mm(gt, x[:, :s], out=p[r0:r1, :s])
+        if c > s:
+            torch.mm(gt, x[:, s:c], out=p[r0:r1, s:c]).masked_fill_(block, 0)
+        p[r0:r1, c:].zero_()
+    return p
+
+
+def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    return b if a is None else a if b is None else a + b
+
+
+# Three bilinear maps close under differentiation: the derivatives of each are the others, so
+# every backward (and forward-mode tangent) is built from differentiable ``apply`` calls and
+# gradients of any order are exact. With M the mask and all tensors in sorted order:
+#   _Product(x, W, b)    = x (W*M)^T + b      d/dx: _Transposed(g, W)   d/dW: _Outer(g, x)
+#   _Transposed(g, W)    = g (W*M)            d/dg: _Product(dz, W)     d/dW: _Outer(g, dz)
+#   _Outer(g, x)         = (g^T x) * M        d/dg: _Product(x, dP)     d/dx: _Transposed(g, dP)
+class _Product(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, plan: GroupPlan
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
+        ctx.plan = plan
+        return _sorted_product(x, w, b, plan)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        gx = _Transposed.apply(grad, w, ctx.plan) if need_x else None
+        gw = _Outer.apply(grad, x, ctx.plan) if need_w else None
+        gb = grad.sum(0) if need_b else None
+        return gx, gw, gb, None
+
+    @staticmethod
+    def jvp(ctx: Any, dx: Any, dw: Any, db: Any, _: Any) -> torch.Tensor:
+        x, w = ctx.saved_tensors
+        t = _Product.apply(dx, w, None, ctx.plan) if dx is not None else None
+        t = _add(t, _Product.apply(x, dw, None, ctx.plan) if dw is not None else None)
+        t = _add(t, db)
+        return t
+
+
+class _Transposed(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, g: torch.Tensor, w: torch.Tensor, plan: GroupPlan
+    ) -> torch.Tensor:
+        ctx.save_for_backward(g, w)
+        ctx.save_for_forward(g, w)
+        ctx.plan = plan
+        return _sorted_transposed(g, w, plan)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        g, w = ctx.saved_tensors
+        need_g, need_w, _ = ctx.needs_input_grad
+        dg = _Product.apply(grad, w, None, ctx.plan) if need_g else None
+        dw = _Outer.apply(g, grad, ctx.plan) if need_w else None
+        return dg, dw, None
+
+    @staticmethod
+    def jvp(ctx: Any, dg: Any, dw: Any, _: Any) -> torch.Tensor:
+        g, w = ctx.saved_tensors
+        t = _Transposed.apply(dg, w, ctx.plan) if dg is not None else None
+        return _add(t, _Transposed.apply(g, dw, ctx.plan) if dw is not None else None)
+
+
+class _Outer(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, g: torch.Tensor, x: torch.Tensor, plan: GroupPlan
+    ) -> torch.Tensor:
+        ctx.save_for_backward(g, x)
+        ctx.save_for_forward(g, x)
+        ctx.plan = plan
+        return _sorted_outer(g, x, plan)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        g, x = ctx.saved_tensors
+        need_g, need_x, _ = ctx.needs_input_grad
+        dg = _Product.apply(x, grad, None, ctx.plan) if need_g else None
+        dx = _Transposed.apply(g, grad, ctx.plan) if need_x else None
+        return dg, dx, None
+
+    @staticmethod
+    def jvp(ctx: Any, dg: Any, dx: Any, _: Any) -> torch.Tensor:
+        g, x = ctx.saved_tensors
+        t = _Outer.apply(dg, x, ctx.plan) if dg is not None else None
+        return _add(t, _Outer.apply(g, dx, ctx.plan) if dx is not None else None)
+
+
+def _take(t: torch.Tensor, dim: int, index: torch.Tensor | None) -> torch.Tensor:
+    return t if index is None else t.index_select(dim, index)
 
 
 def grouped_masked_linear(
     x: torch.Tensor,
     weight: torch.Tensor,
-    mask: torch.Tensor,
     bias: torch.Tensor | None,
     plan: GroupPlan,
 ) -> torch.Tensor:
     """``F.linear(x, weight * mask, bias)``, multiplying only the columns each row group sees.
 
-    Once differentiable (no double backward).
+    Differentiable to any order, in reverse and forward mode, with the same gradients as the
+    dense masked product (the derivatives are grouped products themselves). Cost: about
+    ``(1 + 1 / groups) / 2`` of the dense product, forward and backward.
 
     Args:
         x: ``(*batch, in)``.
         weight: ``(out, in)``.
-        mask: ``(out, in)`` boolean, the mask ``plan`` was made for.
         bias: ``(out,)`` or ``None``.
-        plan: From :func:`group_plan`.
+        plan: From :func:`group_plan`, for the mask to apply.
 
     Returns:
         ``(*batch, out)``.
     """
     batch = x.shape[:-1]
-    y = _GroupedMaskedLinear.apply(x.reshape(-1, x.shape[-1]), weight, mask, bias, plan)
+    # Gathers into sorted order are ordinary (differentiable) indexing; the grouped maps work
+    # in sorted order only.
+    xs = _take(x.reshape(-1, x.shape[-1]), 1, plan.col_order)
+    ws = _take(_take(weight, 0, plan.row_order), 1, plan.col_order)
+    bs = None if bias is None else _take(bias, 0, plan.row_order)
+    y = _take(_Product.apply(xs, ws, bs, plan), 1, plan.row_inverse)
     return y.reshape(*batch, y.shape[-1])

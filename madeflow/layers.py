@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from madeflow.grouped import GroupPlan, group_plan, grouped_masked_linear
+from madeflow.modes import is_eager
 
 __all__ = ["MaskedLinear"]
 
@@ -19,8 +20,10 @@ class MaskedLinear(nn.Linear):
 
     Large layers skip the zero half of the masked weight: rows are split into a few groups that
     each multiply only the columns they can see (:mod:`madeflow.grouped`), with the same result
-    and gradients as the dense masked product. Set ``grouped = False`` to force the dense one
-    (e.g. for double backward, which the grouped product does not support).
+    and the same gradients, of every order, as the dense masked product. Under
+    ``torch.compile``, ``torch.jit`` and ``torch.func`` transforms the layer runs the dense masked
+    product (:func:`madeflow.modes.is_eager`). Set ``grouped = False`` to force the
+    dense product in eager mode too.
 
     Args:
         in_features: Size of each input sample.
@@ -36,15 +39,26 @@ class MaskedLinear(nn.Linear):
             "mask", torch.ones(out_features, in_features, dtype=torch.bool), persistent=False
         )
         self.grouped = True
-        self._plan: tuple[tuple[int, int], GroupPlan | None] | None = None
+        self._plan: tuple[torch.Tensor, int, GroupPlan | None] | None = None
 
     def group_plan(self) -> GroupPlan | None:
-        """The grouping of the current mask (``None``: dense), rebuilt when the mask changes."""
-        # set_mask drops the plan; the key also catches in-place edits and device moves.
-        key = (self.mask.data_ptr(), self.mask._version)
-        if self._plan is None or self._plan[0] != key:
-            self._plan = (key, group_plan(self.mask))
-        return self._plan[1]
+        """The grouping of the current mask (``None``: dense), rebuilt when the mask changes.
+
+        The plan is kept with the very mask tensor it was made for and that tensor's version:
+        :meth:`set_mask`, ``load_state_dict`` (which calls it) and ``.to()`` install a new tensor,
+        and in-place edits (``copy_``, indexing) bump the version. The mask is derived state:
+        change connectivity through :meth:`set_mask`, not through ``mask.data``.
+        """
+        cached = self._plan
+        if cached is None or cached[0] is not self.mask or cached[1] != self.mask._version:
+            cached = self._plan = (self.mask, self.mask._version, group_plan(self.mask))
+        return cached[2]
+
+    def __getstate__(self) -> dict:
+        """Pickle (and deepcopy) without the grouping plan: it is rebuilt on first use."""
+        state = super().__getstate__()
+        state["_plan"] = None
+        return state
 
     def set_mask(self, mask: torch.Tensor) -> None:
         """Replace the mask.
@@ -53,7 +67,7 @@ class MaskedLinear(nn.Linear):
             mask: ``(out_features, in_features)`` boolean tensor.
         """
         self.mask = mask.to(device=self.weight.device, dtype=torch.bool)
-        self._plan = None  # a new mask may reuse a freed mask's address
+        self._plan = None
 
     def masked_weight(self) -> torch.Tensor:
         """The weight with masked entries zeroed, ``(out_features, in_features)``."""
@@ -68,8 +82,8 @@ class MaskedLinear(nn.Linear):
         Returns:
             ``(*batch, out_features)``.
         """
-        if self.grouped:
+        if self.grouped and is_eager():
             plan = self.group_plan()
             if plan is not None:
-                return grouped_masked_linear(x, self.weight, self.mask, self.bias, plan)
+                return grouped_masked_linear(x, self.weight, self.bias, plan)
         return F.linear(x, self.masked_weight(), self.bias)

@@ -40,7 +40,7 @@ def dense_and_grouped(mask, device, groups=None, bias=True, batch=(5,)):
     leaves = [t for t in (x, weight, b) if t is not None]
     y_dense = F.linear(x, weight * mask, b)
     g_dense = torch.autograd.grad((y_dense * upstream).sum(), leaves)
-    y = grouped_masked_linear(x, weight, mask, b, plan)
+    y = grouped_masked_linear(x, weight, b, plan)
     g = torch.autograd.grad((y * upstream).sum(), leaves)
     return (y_dense, *g_dense), (y, *g)
 

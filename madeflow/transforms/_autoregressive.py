@@ -12,16 +12,16 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 
-from madeflow.inversion import Step, autoregressive_solve
+from madeflow.inversion import Step, autoregressive_solve, ordered_loop
 from madeflow.made import MADE, Params
 
 __all__ = [
     "ConditionalAutoregressive",
+    "TransientCache",
     "call_conditioner",
     "check_context",
     "check_network",
     "clamp_log_scale",
-    "params_version",
     "solve",
 ]
 
@@ -88,16 +88,7 @@ def solve(
         return autoregressive_solve(net, step, noise, context)
     get = getattr(net, "get_permutation", None)
     order = get() if get is not None else net.permutation
-    x = torch.zeros_like(noise)
-    dims = torch.arange(noise.shape[-1], device=noise.device)
-    for d in torch.as_tensor(order).tolist():
-        params = call_conditioner(net, x, context)
-        if isinstance(params, (tuple, list)):
-            sel = tuple(p[..., d : d + 1] for p in params)
-        else:
-            sel = params[..., d : d + 1]
-        x = torch.where(dims == d, step(sel, noise[..., d : d + 1]), x)
-    return x
+    return ordered_loop(net, order, step, noise, context)
 
 
 def check_network(net: Any, context: torch.Tensor | None, owner: str) -> None:
@@ -148,9 +139,24 @@ def check_context(net: Any, context: Any, owner: str) -> torch.Tensor:
     return context
 
 
-def params_version(module: torch.nn.Module) -> int:
-    """Sum of the in-place version counters of a module's parameters (changes on every step)."""
-    return sum(p._version for p in module.parameters())
+class TransientCache:
+    """Mixin for transforms that keep tensors of their last call: never pickle or copy them.
+
+    The kept tensors (``_cached``, and torch's ``_cached_x_y``) may be a whole batch with its
+    autograd graph; ``pickle``, ``torch.save`` and ``copy.deepcopy`` of the module get ``None``
+    in their place (a non-leaf tensor cannot even be deep-copied).
+    """
+
+    _transient: tuple[str, ...] = ("_cached",)
+
+    def __getstate__(self) -> dict:
+        """The module's state without the tensors of the last call."""
+        state = super().__getstate__()  # type: ignore[misc]
+        for name in self._transient:
+            state[name] = None
+        if "_cached_x_y" in state:
+            state["_cached_x_y"] = (None, None)
+        return state
 
 
 class ConditionalAutoregressive(ConditionalTransformModule):

@@ -10,19 +10,20 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
 from madeflow.made import Params
+from madeflow.modes import is_eager
 from madeflow.transforms._autoregressive import (
     ConditionalAutoregressive,
+    TransientCache,
     call_conditioner,
     check_network,
     clamp_log_scale,
-    params_version,
     solve,
 )
 
 __all__ = ["ConditionalIAFTransform", "IAFTransform"]
 
 
-class IAFTransform(TransformModule):
+class IAFTransform(TransientCache, TransformModule):
     r"""An IAF layer as a Pyro transform from noise ``u`` to ``x``.
 
     With ``(m, s) = made(u)`` (autoregressive in the MADE's ordering), the default update is
@@ -40,13 +41,19 @@ class IAFTransform(TransformModule):
 
     Pseudo-code and cost::
 
-        _call(u):     m, s = made(u); x = ...                         # 1 pass, cached
-        _inverse(x):  autoregressive_solve(made, step, noise=x)      # sequential
-        log_abs_det_jacobian(u, x): from the cache, else 1 pass on u
+        _call(u):     m, s = made(u); x = ...; remember (u, x)         # 1 pass
+        _inverse(x):  if x is the remembered x and made(u) still maps u to x:
+                          return u                                     # 1 pass, log-det kept
+                      autoregressive_solve(made, step, noise=x)      # sequential otherwise
+        log_abs_det_jacobian(u, x): kept from _inverse, else 1 pass on u
 
-    Scoring the transform's own samples is free: ``cache_size=1`` (Pyro's mechanism) returns the
-    ``u`` that produced ``x``, and the log-det comes from the same pass. The cache is dropped
-    whenever a parameter is changed in place (an optimizer step), so it never goes stale.
+    Scoring the transform's own samples costs one pass, never a sequential solve: the layer
+    remembers the last ``(u, x)`` it produced and, when asked to invert that very ``x``, checks
+    with one pass that the current weights still map ``u`` to ``x`` (the same pass gives the
+    log-det). The check makes the shortcut safe against every change of the weights (optimizer
+    steps, ``load_state_dict``, edits through ``.data``): a changed layer solves instead. Results
+    of the sequential inverse are not kept, so scoring the same outside point twice (with a
+    ``backward`` in between) builds a fresh graph each time.
 
     ``s`` is clamped in value to ``[log_scale_min_clip, log_scale_max_clip]`` (default
     ``(-5, 3)``), gradients passing through (Pyro's convention); the stable update needs no clamp.
@@ -91,7 +98,7 @@ class IAFTransform(TransformModule):
         sigmoid_bias: float = 2.0,
         context: torch.Tensor | None = None,
     ) -> None:
-        super().__init__(cache_size=1)
+        super().__init__(cache_size=0)
         check_network(autoregressive_nn, context, "IAFTransform")
         self.nn = autoregressive_nn
         self.stable = stable
@@ -99,9 +106,12 @@ class IAFTransform(TransformModule):
         self.log_scale_max_clip = log_scale_max_clip
         self.sigmoid_bias = sigmoid_bias
         self.context = context
-        # (u, x, log|dx/du| per dim) of the last forward pass.
+        # (u, x) of the last forward pass: the shortcut for inverting the layer's own samples.
+        self._drawn: tuple[torch.Tensor, torch.Tensor] | None = None
+        # (u, x, log|dx/du| per dim) of a verified shortcut, used once by log_abs_det_jacobian.
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self._version = -1
+
+    _transient = ("_cached", "_drawn")
 
     # --------------------------------------------------------------- the map
     def _gate(self, params: Params) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -130,13 +140,13 @@ class IAFTransform(TransformModule):
         Returns:
             ``(*batch, D)``.
         """
-        shift, scale, log_scale = self._gate(call_conditioner(self.nn, u, self.context))
+        shift, scale, _ = self._gate(call_conditioner(self.nn, u, self.context))
         x = shift + scale * u
-        self._cached = (u, x, log_scale)
+        self._drawn = (u, x)
         return x
 
     def _inverse(self, x: torch.Tensor) -> torch.Tensor:
-        """Inverse ``x -> u`` of a point the layer did not produce: the sequential solve.
+        """Inverse ``x -> u``: one checked pass for the layer's own last sample, else a solve.
 
         Args:
             x: ``(*batch, D)``.
@@ -144,6 +154,14 @@ class IAFTransform(TransformModule):
         Returns:
             ``(*batch, D)``.
         """
+        drawn = self._drawn
+        # The check branches on data, which compile/trace/func cannot follow: they solve.
+        if drawn is not None and drawn[1] is x and is_eager():
+            u = drawn[0]
+            shift, scale, log_scale = self._gate(call_conditioner(self.nn, u, self.context))
+            if _reproduces(shift + scale * u, x):
+                self._cached = (u, x, log_scale)
+                return u
         return solve(self.nn, self._step, x, self.context)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -156,31 +174,21 @@ class IAFTransform(TransformModule):
         Returns:
             ``(*batch,)``.
         """
-        self._drop_stale_cache()
-        cached = self._cached
+        cached, self._cached = self._cached, None
         if cached is not None and cached[0] is x and cached[1] is y:
             log_scale = cached[2]
         else:
             log_scale = self._gate(call_conditioner(self.nn, x, self.context))[2]
         return log_scale.sum(-1)
 
-    # ----------------------------------------------------------------- cache
-    def _drop_stale_cache(self) -> None:
-        version = params_version(self)
-        if version != self._version:
-            self._version = version
-            self._cached = None
-            if self._cache_size:
-                self._cached_x_y = None, None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the transform (torch's cached call, minus anything cached before a step)."""
-        self._drop_stale_cache()
-        return super().__call__(x)
-
-    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
-        self._drop_stale_cache()
-        return super()._inv_call(y)
+def _reproduces(x_new: torch.Tensor, x: torch.Tensor) -> bool:
+    """Whether a recomputed sample equals the remembered one up to rounding."""
+    if x_new.shape != x.shape:
+        return False
+    tol = 64 * torch.finfo(x.dtype).eps
+    with torch.no_grad():
+        return bool(((x_new - x).abs() <= tol * (1 + x.abs())).all())
 
 
 class ConditionalIAFTransform(ConditionalAutoregressive):

@@ -11,6 +11,7 @@ from pyro.distributions.torch_transform import TransformModule
 from madeflow.made import Params
 from madeflow.transforms._autoregressive import (
     ConditionalAutoregressive,
+    TransientCache,
     call_conditioner,
     check_network,
     clamp_log_scale,
@@ -20,7 +21,7 @@ from madeflow.transforms._autoregressive import (
 __all__ = ["ConditionalMAFTransform", "MAFTransform"]
 
 
-class MAFTransform(TransformModule):
+class MAFTransform(TransientCache, TransformModule):
     r"""A MAF layer as a Pyro transform from noise ``u`` to data ``x``.
 
     With ``(m, a) = made(x)`` (each output sees only earlier inputs in the MADE's ordering):
@@ -84,7 +85,8 @@ class MAFTransform(TransformModule):
         self.log_scale_min_clip = log_scale_min_clip
         self.log_scale_max_clip = log_scale_max_clip
         self.context = context
-        # (u, x, log_scale) of the last density pass, reused by log_abs_det_jacobian.
+        # (u, x, log_scale) of the last density pass, used once by the log_abs_det_jacobian call
+        # that follows it in TransformedDistribution.log_prob.
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def _params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +133,7 @@ class MAFTransform(TransformModule):
         Returns:
             ``(*batch,)``.
         """
-        cached = self._cached
+        cached, self._cached = self._cached, None
         if cached is not None and cached[0] is x and cached[1] is y:
             log_scale = cached[2]
         else:

@@ -9,15 +9,18 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
 from madeflow.masks import as_permutation
+from madeflow.transforms._autoregressive import TransientCache
 
 __all__ = ["PermuteTransform"]
 
 
-class PermuteTransform(TransformModule):
+class PermuteTransform(TransientCache, TransformModule):
     """Reorder the last dimension: ``x = u[..., permutation]``; volume preserving.
 
     Unlike Pyro's ``Permute``, the permutation is a buffer: it moves with ``.to(device)`` and is
-    saved and restored by ``state_dict``.
+    saved and restored by ``state_dict``. Inverting the layer's own last output returns the very
+    tensor it came from (checked against the current permutation), so an IAF layer below still
+    recognises its own sample.
 
     Args:
         permutation: ``(D,)`` ints, a permutation of ``range(D)``.
@@ -34,29 +37,33 @@ class PermuteTransform(TransformModule):
     volume_preserving = True
 
     permutation: torch.Tensor
-    inverse_permutation: torch.Tensor
+    _transient = ("_cached", "_drawn")
 
     def __init__(self, permutation: Sequence[int] | torch.Tensor) -> None:
-        super().__init__(cache_size=1)
+        super().__init__(cache_size=0)
         n = torch.as_tensor(permutation).numel()
         perm = as_permutation(permutation, n)
         self.input_dim = n
         self.register_buffer("permutation", perm)
-        self.register_buffer("inverse_permutation", torch.argsort(perm), persistent=False)
-        self.register_load_state_dict_post_hook(_refresh_inverse)
+        self._drawn: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         """Permute, ``(*batch, D) -> (*batch, D)``."""
-        return u.index_select(-1, self.permutation)
+        x = u.index_select(-1, self.permutation)
+        self._drawn = (u, x)
+        return x
 
     def _inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the permutation, ``(*batch, D) -> (*batch, D)``."""
-        return x.index_select(-1, self.inverse_permutation)
+        drawn = self._drawn
+        if drawn is not None and drawn[1] is x and torch.equal(self._call_values(drawn[0]), x):
+            return drawn[0]
+        return x.index_select(-1, torch.argsort(self.permutation))
+
+    def _call_values(self, u: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return u.index_select(-1, self.permutation)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Zero, ``(*batch,)``."""
         return x.new_zeros(x.shape[:-1])
-
-
-def _refresh_inverse(module: torch.nn.Module, incompatible_keys: object) -> None:
-    module.inverse_permutation = torch.argsort(module.permutation)
