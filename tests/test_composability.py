@@ -18,9 +18,6 @@ from madeflow import MADE
 from madeflow.density import GaussianMADE, GaussianMixtureMADE
 from madeflow.flows import IAF, MAF
 
-# torch.jit itself warns that it is deprecated; tracing is still what Pyro users rely on.
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:torch.jit")
-
 WIDE = 512  # grouped products run from 512 x 512 weights up
 WIDTHS = [16, WIDE]
 
