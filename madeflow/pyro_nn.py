@@ -27,7 +27,36 @@ from madeflow.made import MADE
 __all__ = ["AutoRegressiveNN", "ConditionalAutoRegressiveNN"]
 
 
-class ConditionalAutoRegressiveNN(MADE):
+class _PyroMADE(MADE):
+    """A MADE built from Pyro's arguments: a random ordering by default, ``nonlinearity``."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int,
+        hidden_dims: Sequence[int],
+        param_dims: Sequence[int],
+        permutation: torch.Tensor | Sequence[int] | None,
+        skip_connections: bool,
+        nonlinearity: nn.Module | None,
+    ) -> None:
+        super().__init__(
+            input_dim,
+            hidden_dims,
+            param_dims=param_dims,
+            context_dim=context_dim,
+            permutation="random" if permutation is None else permutation,
+            skip_connections=skip_connections,
+            activation=nn.ReLU() if nonlinearity is None else nonlinearity,
+        )
+
+    @property
+    def f(self) -> nn.Module:
+        """The nonlinearity, under Pyro's attribute name."""
+        return self.activation
+
+
+class ConditionalAutoRegressiveNN(_PyroMADE):
     """Pyro's ``ConditionalAutoRegressiveNN``, signature for signature, on madeflow's MADE.
 
     ``forward(x, context)`` is :meth:`madeflow.MADE.forward`; the context is required.
@@ -68,21 +97,16 @@ class ConditionalAutoRegressiveNN(MADE):
             )
         super().__init__(
             input_dim,
+            context_dim,
             hidden_dims,
-            param_dims=param_dims,
-            context_dim=context_dim,
-            permutation="random" if permutation is None else permutation,
-            skip_connections=skip_connections,
-            activation=nn.ReLU() if nonlinearity is None else nonlinearity,
+            param_dims,
+            permutation,
+            skip_connections,
+            nonlinearity,
         )
 
-    @property
-    def f(self) -> nn.Module:
-        """The nonlinearity, under Pyro's attribute name."""
-        return self.activation
 
-
-class AutoRegressiveNN(MADE):
+class AutoRegressiveNN(_PyroMADE):
     """Pyro's ``AutoRegressiveNN``, signature for signature, on madeflow's MADE.
 
     Args:
@@ -112,15 +136,5 @@ class AutoRegressiveNN(MADE):
         nonlinearity: nn.Module | None = None,
     ) -> None:
         super().__init__(
-            input_dim,
-            hidden_dims,
-            param_dims=param_dims,
-            permutation="random" if permutation is None else permutation,
-            skip_connections=skip_connections,
-            activation=nn.ReLU() if nonlinearity is None else nonlinearity,
+            input_dim, 0, hidden_dims, param_dims, permutation, skip_connections, nonlinearity
         )
-
-    @property
-    def f(self) -> nn.Module:
-        """The nonlinearity, under Pyro's attribute name."""
-        return self.activation
