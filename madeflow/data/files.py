@@ -1,7 +1,11 @@
 """Load user data from files, split it reproducibly, and standardise it.
 
-:func:`load_array` reads ``.npy``, ``.npz``, ``.csv`` (header detected) and ``.pt`` files into an
-``(N, D)`` float tensor with errors that say what is wrong and where. :func:`split` makes a fixed,
+:func:`load_array` reads ``.npy``, ``.npz``, ``.csv`` and ``.pt`` files into an ``(N, D)`` float
+tensor with errors that say what is wrong and where. A CSV file is UTF-8 (an Excel byte-order
+mark is dropped) or UTF-16 with its mark; its first non-blank line is a header when none of its
+cells is a number, data when all are, and an error naming the cell otherwise (``1.5,2.O`` is a
+typo, not a header). Blank lines are skipped and counted in line numbers; a file written with
+``;``, tabs or spaces between values is refused with a hint. :func:`split` makes a fixed,
 seeded train/val/test split. :class:`Standardizer` maps data to zero mean and unit variance using
 training statistics only, and gives the log-Jacobian so likelihoods can be reported in the
 original units.
@@ -9,9 +13,14 @@ original units.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import errno
+import io
 import math
 import os
+import re
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,44 +45,130 @@ class Split(NamedTuple):
     test: torch.Tensor
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
-    if not rows:
-        raise DataError(f"{path} is empty")
+_NUMBER = re.compile(
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE
+)
+"""A number as a CSV cell may write it: decimal, optional exponent, or nan/inf (no ``1_000``)."""
 
-    def is_number(cell: str) -> bool:
+_SEPARATORS = ((";", "';'"), ("\t", "tabs"), ("|", "'|'"), (None, "spaces"))
+
+
+def _is_number(cell: str) -> bool:
+    return _NUMBER.fullmatch(cell.strip()) is not None
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """The text of a CSV file: UTF-8 (with or without Excel's byte-order mark) or UTF-16."""
+    encoding = "utf-8"
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        encoding = "utf-16"  # the codec reads the byte order from the mark
+    elif raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]  # Excel's "CSV UTF-8"
+    try:
+        return raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte 0x{raw[err.start]:02x} at offset {err.start}); "
+            "save it as UTF-8 CSV"
+        ) from None
+
+
+def _separator_hint(row: list[str]) -> str:
+    """A hint when a CSV record reads as numbers written with another separator."""
+    text = ",".join(row)
+    for sep, name in _SEPARATORS:
+        parts = text.split(sep)
+        if len(parts) < 2:
+            continue
+        if all(_is_number(p) for p in parts):
+            return (
+                f"; the file looks separated by {name}, but madeflow reads comma-separated "
+                "values: re-save it with commas"
+            )
+        if sep == ";" and all(_is_number(p.replace(",", ".")) for p in parts):
+            return (
+                "; the file looks separated by ';' with decimal commas: re-save it with ',' "
+                "between values and '.' as the decimal point"
+            )
+    return ""
+
+
+def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
+    """Non-blank CSV records with the line (1-based) on which each starts."""
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        raise DataError(f"{path}: line {line} contains a NUL byte; is it a binary file?")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    records = []
+    line = 1
+    while True:
         try:
-            float(cell)
-        except ValueError:
-            return False
-        return True
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            raise DataError(f"{path}: line {reader.line_num}: {err}") from None
+        if any(cell.strip() for cell in row):
+            records.append((line, row))
+        line = reader.line_num + 1
+    if records and len(records[0][1]) > 1 and all(not r[-1].strip() for _, r in records):
+        records = [(n, r[:-1]) for n, r in records]  # every line ends with a comma
+    return records
 
-    first = 1 if not all(is_number(c) for c in rows[0]) else 0  # a header row
-    body = rows[first:]
+
+def _read_csv(path: Path) -> np.ndarray:
+    """Read a comma-separated file of numbers, with an optional header line.
+
+    The first non-blank line is a header when none of its cells is a number, and data when all
+    are; a line with both (``1.5,2.O``) is an error naming the cell, never a silent header.
+    Blank lines are skipped (line numbers in messages count them), a byte-order mark is
+    dropped, and a comma ending every line is ignored.
+    """
+    records = _records(path, _decode(path, path.read_bytes()))
+    if not records:
+        raise DataError(f"{path} is empty (only blank lines)")
+    first_line, first = records[0]
+    numeric = [_is_number(c) for c in first]
+    header = not any(numeric)
+    if header and _separator_hint(first):
+        header = False  # a data line written with another separator: report it below
+    body = records[1:] if header else records
     if not body:
         raise DataError(f"{path} has a header but no data rows")
-    width = len(rows[0])
+    width = len(first)
     out = np.empty((len(body), width), dtype=np.float64)
-    for i, row in enumerate(body):
-        line = i + first + 1
-        if len(row) != width:
-            raise DataError(
-                f"{path}: line {line} has {len(row)} columns, expected {width} (ragged rows)"
-            )
-        for j, cell in enumerate(row):
-            try:
-                out[i, j] = float(cell)
-            except ValueError:
+    for i, (line, row) in enumerate(body):
+        for j, cell in enumerate(row[:width]):
+            if not _is_number(cell):
+                if not cell.strip():
+                    raise DataError(
+                        f"{path}: line {line}, column {j + 1} is empty; fill in the missing "
+                        "value or remove the line"
+                    )
                 raise DataError(
                     f"{path}: line {line}, column {j + 1} is not a number: {cell.strip()!r}"
-                ) from None
+                    + _separator_hint(row)
+                )
+        if len(row) != width:
+            where = f"; the header on line {first_line} has {width}" if header else ""
+            raise DataError(
+                f"{path}: line {line} has {len(row)} columns, expected {width} (ragged rows)"
+                + where
+                + _separator_hint(row)
+            )
+        out[i] = [float(c) for c in row]
+    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+    if len(bad):
+        raise nonfinite_error(path, bad, lines=[body[i][0] for i in bad])
     return out
 
 
 def _read_npz(path: Path, key: str | None) -> np.ndarray:
     with np.load(path, allow_pickle=False) as z:
         names = list(z.files)
+        if not names:
+            raise DataError(f"{path} holds no arrays")
         if key is None:
             if len(names) != 1:
                 raise DataError(f"{path} holds several arrays {names}; choose one with {path}:NAME")
@@ -89,7 +184,8 @@ def load_array(
     """Read an ``(N, D)`` data matrix from a file.
 
     Args:
-        path: A ``.npy``, ``.npz``, ``.csv`` or ``.pt`` file. For ``.npz`` with several arrays,
+        path: A ``.npy``, ``.npz``, ``.csv`` (see the module docstring for its rules) or ``.pt``
+            file. For ``.npz`` with several arrays,
             ``key`` (or ``file.npz:NAME``) picks one. ``.pt`` files must hold a tensor and are
             read with ``weights_only=True``. A 1-D array is read as ``N`` one-dimensional points.
         key: Array name inside an ``.npz`` file.
@@ -105,10 +201,9 @@ def load_array(
     if key is None and ".npz:" in text:
         text, key = text.rsplit(":", 1)
     p = Path(text)
-    if not p.exists():
-        raise DataError(f"data file not found: {p}")
-    if not p.is_file():
-        raise DataError(f"not a file: {p}")
+    problem = path_problem(p)
+    if problem is not None:
+        raise DataError(problem)
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty")
     suffix = p.suffix.lower()
@@ -139,7 +234,61 @@ def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype) -> torch.Tensor:
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise nonfinite_error(path, np.flatnonzero(bad))
-    return torch.from_numpy(arr).to(dtype)
+    x = torch.from_numpy(arr).to(dtype)
+    check_range(x, path)
+    return x
+
+
+def check_range(x: torch.Tensor, path: str | os.PathLike, first_row: int = 0) -> None:
+    """Refuse finite values that became infinite when converted to ``x``'s dtype.
+
+    Args:
+        x: ``(N, D)`` data already converted (e.g. float64 values cast to float32).
+        path: Its file, for the message.
+        first_row: Row number of ``x[0]`` in the file (for data checked in chunks).
+
+    Raises:
+        DataError: Naming the rows (0-based) and the dtype's range.
+    """
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bool(bad.any()):
+        rows = (torch.nonzero(bad).flatten() + first_row).tolist()
+        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+        limit = torch.finfo(x.dtype).max
+        name = str(x.dtype).replace("torch.", "")
+        raise DataError(
+            f"{path} has values beyond the range of {name} (|x| > {limit:.3g}) in {len(rows)} "
+            f"row(s) (0-based): {shown}; rescale the data"
+        )
+
+
+def path_problem(path: str | os.PathLike, what: str = "data file") -> str | None:
+    """Why ``path`` cannot be read as a regular file, or ``None`` if it can.
+
+    Tells apart a missing file, a broken symbolic link, a symbolic link loop and something that
+    is not a regular file (a folder, a device).
+
+    Args:
+        path: The path.
+        what: What the file is, for the message (``"data file"``, ``"checkpoint"``...).
+
+    Returns:
+        A message naming the path, or ``None``.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{p} is a symbolic link loop; point it at a real {what}"
+        if os.path.islink(p):
+            return f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it"
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"{what} not found: {p}"
+        return f"cannot open {p}: {err.strerror or err}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a file: {p}"
+    return None
 
 
 def as_matrix(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
@@ -169,10 +318,15 @@ def as_matrix(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def nonfinite_error(path: str | os.PathLike, rows: np.ndarray) -> DataError:
-    """The error for rows holding NaN or Inf, naming the first ten (0-based)."""
-    shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
-    return DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}")
+def nonfinite_error(
+    path: str | os.PathLike, rows: np.ndarray, lines: list[int] | None = None
+) -> DataError:
+    """The error for rows holding NaN or Inf, naming the first ten (0-based; and text lines)."""
+    more = " ..." if len(rows) > 10 else ""
+    shown = ", ".join(str(r) for r in rows[:10]) + more
+    where = "" if lines is None else f" (line{'s' * (len(lines) > 1)} "
+    where += "" if lines is None else ", ".join(str(n) for n in lines[:10]) + more + ")"
+    return DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}{where}")
 
 
 def split_indices(
