@@ -142,6 +142,9 @@ class MADE(nn.Module):
         )
         self._apply_mask(0)
         self._warn_blind_outputs()
+        # Loaded orderings and degrees are checked before they are copied in (a repeated index
+        # would leave input degrees uninitialised), then the masks are rebuilt from them.
+        self._register_load_state_dict_pre_hook(_check_loaded_masks, with_module=True)
         self.register_load_state_dict_post_hook(_reapply_mask_after_load)
 
     # ------------------------------------------------------------------ masks
@@ -297,8 +300,12 @@ class MADE(nn.Module):
             x: ``(*batch, input_dim)``.
             context: ``(*batch, context_dim)``, required exactly when ``context_dim > 0``.
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        for name, value in (("x", x), ("context", context)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(
+                    f"{name} must be a torch.Tensor, got {type(value).__name__}; convert it with "
+                    f"torch.as_tensor({name})"
+                )
         if x.dim() == 0 or x.shape[-1] != self.input_dim:
             raise ValueError(
                 f"x must have last dimension input_dim={self.input_dim}, got shape {tuple(x.shape)}"
@@ -324,6 +331,69 @@ class MADE(nn.Module):
             f"num_masks={self.num_masks}, residual={self.residual}, "
             f"hidden_degrees={self.hidden_degree_mode!r}"
         )
+
+
+def _check_loaded_masks(
+    module: MADE, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """Refuse mask buffers that no MADE of this shape could have saved.
+
+    ``permutations`` must be ``(num_masks, input_dim)`` integer rows that are permutations,
+    each ``degrees_l`` ``(num_masks, hidden_dims[l])`` integers in ``[0, input_dim - 1]`` (sorted
+    along each row with one mask, as the fast inversion expects; equal across layers for a
+    residual MADE), ``mask_index`` an integer scalar in ``[0, num_masks)``. Missing keys are
+    left to ``load_state_dict``'s own check.
+
+    Raises:
+        ValueError: Naming the buffer and what is wrong with it.
+    """
+    k, d = module.num_masks, module.input_dim
+
+    def bad(name: str, what: str) -> ValueError:
+        return ValueError(
+            f"cannot load {prefix}{name}: {what}; the checkpoint is damaged or belongs to "
+            "another model"
+        )
+
+    def integers(name: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+        t = state_dict.get(prefix + name)
+        if t is None:
+            return None
+        if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype.is_complex:
+            raise bad(name, f"expected an integer tensor, got {getattr(t, 'dtype', type(t))}")
+        if t.dtype == torch.bool:
+            raise bad(name, "expected an integer tensor, got torch.bool")
+        if tuple(t.shape) != shape:
+            raise bad(name, f"expected shape {shape}, got {tuple(t.shape)}")
+        return t.detach().to("cpu", torch.int64)
+
+    perms = integers("permutations", (k, d))
+    if perms is not None:
+        expected = torch.arange(d)
+        for row, perm in enumerate(perms):
+            if not torch.equal(torch.sort(perm).values, expected):
+                counts = torch.bincount(perm.clamp(0, d), minlength=d + 1)[:d]
+                what = (
+                    f"entries outside [0, {d - 1}]"
+                    if ((perm < 0) | (perm >= d)).any()
+                    else f"input(s) {torch.nonzero(counts > 1).flatten().tolist()} repeated"
+                )
+                raise bad("permutations", f"row {row} is not a permutation of range({d}) ({what})")
+    first = None
+    for layer, width in enumerate(module.hidden_dims):
+        deg = integers(f"degrees_{layer}", (k, width))
+        if deg is None:
+            continue
+        if ((deg < 0) | (deg > max(d - 1, 0))).any():
+            raise bad(f"degrees_{layer}", f"degrees must lie in [0, {max(d - 1, 0)}]")
+        if k == 1 and (deg[0, 1:] < deg[0, :-1]).any():
+            raise bad(f"degrees_{layer}", "degrees must be sorted with a single mask")
+        if module.residual and first is not None and not torch.equal(deg, first):
+            raise bad(f"degrees_{layer}", "a residual MADE has equal degrees in every layer")
+        first = deg if first is None else first
+    index = integers("mask_index", ())
+    if index is not None and not 0 <= int(index) < k:
+        raise bad("mask_index", f"{int(index)} is not in [0, {k}) (num_masks={k})")
 
 
 def _reapply_mask_after_load(module: nn.Module, incompatible_keys: Any) -> None:
