@@ -34,7 +34,16 @@ __all__ = [
 
 
 class NumericalError(FloatingPointError):
-    """A model's values became NaN or infinite although its inputs were finite."""
+    """A model's values became NaN or infinite although its inputs were finite.
+
+    Args:
+        message: What happened and what to do.
+        rows: The first rows (0-based) on which it happened, when known.
+    """
+
+    def __init__(self, message: str, rows: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.rows = list(rows or [])
 
 
 def require_rows(data: Any, name: str) -> None:
@@ -152,7 +161,8 @@ def _overflow(score: Any, x: torch.Tensor, c: torch.Tensor | None, start: int) -
     return NumericalError(
         f"the model's log-density is NaN or Inf on finite data ({where}; largest |x| "
         f"{float(x.abs().max()):.3g}): the values overflow {x.dtype}; rescale the data, or "
-        "score in float64 (model.double())"
+        "score in float64 (model.double())",
+        rows,
     )
 
 

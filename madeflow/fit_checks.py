@@ -146,7 +146,7 @@ def check_state(state: Any, model: nn.Module) -> None:
     } - set(state)
     if missing:
         raise TrainingStateError(f"the training state lacks {sorted(missing)}")
-    if state["version"] != STATE_VERSION or not _is_int(state["version"]):
+    if not _is_int(state["version"]) or state["version"] != STATE_VERSION:
         raise TrainingStateError(f"unsupported training state version {state['version']!r}")
     for key in ("epoch", "bad_epochs"):
         if not _is_int(state[key]) or state[key] < 0:

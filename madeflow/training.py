@@ -353,7 +353,8 @@ def fit(
                     val_ll = mean_log_prob(par, model, val, val_context, max(batch_size, 1000))
                 except NumericalError as err:
                     raise NonFiniteLossError(
-                        f"validation failed at epoch {epoch}: {err}; {ADVICE}"
+                        f"training diverged at epoch {epoch}: the model's values became NaN or "
+                        f"Inf on finite validation rows {err.rows}; {ADVICE}"
                     ) from err
                 if not math.isfinite(val_ll):
                     raise NonFiniteLossError(

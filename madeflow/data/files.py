@@ -408,8 +408,13 @@ class Standardizer(nn.Module):
     @classmethod
     def fit(cls, train: torch.Tensor, min_std: float = 1e-6) -> Standardizer:
         """Fit mean and standard deviation on ``train`` ``(N, D)``."""
-        std = train.std(0) if train.shape[0] > 1 else torch.ones_like(train[0])
-        return cls.from_moments(train.mean(0), std, train.abs().amax(0), min_std)
+        abs_max = train.abs().amax(0)
+        # Divide by each column's largest magnitude first: squares of values near the dtype's
+        # limit (1e300 in float64) would overflow.
+        scale = torch.where(abs_max > 0, abs_max, torch.ones_like(abs_max))
+        unit = train / scale
+        std = unit.std(0) * scale if train.shape[0] > 1 else torch.ones_like(train[0])
+        return cls.from_moments(unit.mean(0) * scale, std, abs_max, min_std)
 
     @classmethod
     def from_moments(
