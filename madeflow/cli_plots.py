@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from madeflow.checkpoint import CheckpointError, load_json
+from madeflow.checkpoint import CheckpointError, atomic_write_bytes, load_json
 from madeflow.cli_data import DataSpace
 from madeflow.data.rows import Rows, take
 from madeflow.training import evaluate_log_prob
@@ -88,8 +88,7 @@ def plot_run(
         ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, label="samples")
         ax.set(xlabel="x[0]", ylabel="x[1]", title="first two coordinates")
         ax.legend()
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        _savefig(plt, fig, path)
     written.append(path)
     metrics = folder / "metrics.json"
     hist = _history(metrics) if metrics.is_file() else None
@@ -100,10 +99,21 @@ def plot_run(
             ax.plot(hist["val_log_lik"], label="validation")
         ax.set(xlabel="epoch", ylabel="mean log-likelihood (nats, model space)")
         ax.legend()
-        fig.savefig(folder / "training.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        _savefig(plt, fig, folder / "training.png")
         written.append(folder / "training.png")
     return written
+
+
+def _savefig(plt: Any, fig: Any, path: Path) -> None:
+    """Save and close a figure; written atomically, a failure is one :class:`CheckpointError`."""
+    import io
+
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        atomic_write_bytes(path, buffer.getvalue())
+    finally:
+        plt.close(fig)
 
 
 def _history(path: Path) -> dict[str, list[float]] | None:
@@ -147,8 +157,7 @@ def _density_1d(
     ax.plot(grid[:, 0].numpy(), log_p.exp().numpy(), label="model density")
     ax.set(xlabel="x", ylabel="density", xlim=(float(lo[0]), float(hi[0])))
     ax.legend()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _savefig(plt, fig, path)
 
 
 def _digit_grids(
@@ -167,8 +176,7 @@ def _digit_grids(
         ax.imshow(grid(imgs).numpy(), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _savefig(plt, fig, path)
 
 
 def _density_2d(
@@ -198,5 +206,4 @@ def _density_2d(
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.3, label="samples")
     axes[1].set(xlim=extent[:2], ylim=extent[2:], title="samples")
     axes[1].legend(loc="upper right")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _savefig(plt, fig, path)

@@ -137,7 +137,7 @@ def evaluate_log_prob(
             except ValueError as err:
                 if not is_numerical_failure(err, x, c):
                     raise
-                raise _overflow(score, x, c, start) from err
+                raise _overflow(model, score, x, c, start) from err
         if not out:
             if isinstance(data, torch.Tensor):
                 return data.new_zeros(0)
@@ -147,8 +147,16 @@ def evaluate_log_prob(
         model.train(was_training)
 
 
-def _overflow(score: Any, x: torch.Tensor, c: torch.Tensor | None, start: int) -> NumericalError:
-    """The error for a batch on which the model overflowed, naming its first failing rows."""
+def _overflow(
+    model: nn.Module, score: Any, x: torch.Tensor, c: torch.Tensor | None, start: int
+) -> NumericalError:
+    """The error for a batch the model could not score: broken weights, or its failing rows."""
+    broken = next((k for k, p in model.named_parameters() if not p.isfinite().all()), None)
+    if broken is not None:
+        return NumericalError(
+            f"the model's parameter {broken} holds NaN or Inf, so it cannot score any data; "
+            "retrain it or load good weights"
+        )
     rows = []
     for i in range(len(x)):
         try:
@@ -158,10 +166,11 @@ def _overflow(score: Any, x: torch.Tensor, c: torch.Tensor | None, start: int) -
             if len(rows) == 10:
                 break
     where = f"rows {rows}" if rows else f"the batch starting at row {start}"
+    param = next(iter(model.parameters()), x)
     return NumericalError(
         f"the model's log-density is NaN or Inf on finite data ({where}; largest |x| "
-        f"{float(x.abs().max()):.3g}): the values overflow {x.dtype}; rescale the data, or "
-        "score in float64 (model.double())",
+        f"{float(x.abs().max()):.3g}): its values overflow {str(param.dtype)[6:]}; rescale the "
+        "data, or score in float64 (model.double())",
         rows,
     )
 

@@ -28,6 +28,7 @@ __all__ = [
     "STATE_VERSION",
     "TrainingStateError",
     "check_args",
+    "check_model",
     "check_numbers",
     "check_state",
 ]
@@ -165,6 +166,21 @@ def check_state(state: Any, model: nn.Module) -> None:
         ):
             raise TrainingStateError(f"{key} is not a random generator state")
     _check_history(state["history"])
+
+
+def check_model(model: nn.Module) -> None:
+    """Refuse float16 parameters: Adam's ``eps=1e-8`` is 0 in float16, so the first step is NaN.
+
+    Raises:
+        ValueError: Saying how to train instead.
+    """
+    half = next((k for k, p in model.named_parameters() if p.dtype == torch.float16), None)
+    if half is not None:
+        raise ValueError(
+            f"fit cannot train float16 parameters ({half}): Adam's eps=1e-8 is 0 in float16 and "
+            "the first step gives NaN; train in float32 (model.float()) and convert afterwards, "
+            "or use bfloat16"
+        )
 
 
 def check_numbers(**values: float | None) -> None:

@@ -47,6 +47,11 @@ def load_run(
     """
     folder = Path(folder)
     config = read_config(folder)
+    if not os.path.lexists(folder / "model.pt") and (folder / "train_state.pt").is_file():
+        raise CheckpointError(
+            f"{folder} has no model.pt yet: the run has not finished; finish it with madeflow "
+            f"fit --resume --out {folder}"
+        )
     ckpt = load_tensors(folder / "model.pt", map_location=device)
     if ckpt.get("model_name") != config["model"]["name"]:
         raise CheckpointError(

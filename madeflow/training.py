@@ -37,6 +37,7 @@ from madeflow.fit_checks import (
     STATE_VERSION,
     TrainingStateError,
     check_args,
+    check_model,
     check_numbers,
     check_state,
 )
@@ -240,6 +241,7 @@ def fit(
         5
     """
     check_args(train, val, train_context, val_context, batch_size, max_epochs, lr_schedule)
+    check_model(model)
     check_numbers(lr=lr, weight_decay=weight_decay, clip_grad_norm=clip_grad_norm)
     if device is None:
         param = next(iter(model.parameters()), None)

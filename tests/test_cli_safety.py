@@ -198,6 +198,12 @@ CLI_CASES: dict[str, CliCase] = {
         r"not a file: .*model\.pt",
         prepare=lambda e: ((e.run / "model.pt").unlink(), (e.run / "model.pt").mkdir()),
     ),
+    "evaluate-unfinished-run": CliCase(
+        lambda e: ["evaluate", str(e.run)],
+        4,
+        r"run has no model\.pt yet: the run has not finished; finish it with madeflow fit",
+        prepare=lambda e: (e.run / "model.pt").unlink(),
+    ),
     # --- numerical failure: was torch's support error (exit 1) or blamed the data
     "diverging-lr": CliCase(
         lambda e: _fit(e, "--lr", "1e10"),
@@ -444,6 +450,19 @@ def test_a_stale_lock_that_cannot_be_removed_exits_4(env, monkeypatch, capsys):
     _read_only(monkeypatch, env.run)
     assert cli.main(["fit", "--resume", "--out", str(env.run), "--quiet"]) == 4
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_plot_and_outputs_into_a_read_only_folder_exit_4(env, monkeypatch, capsys):
+    """Was: PermissionError from matplotlib's savefig (exit 1)."""
+    before = snapshot(env.tmp)
+    _read_only(monkeypatch, env.tmp)
+    assert cli.main(["plot", str(env.run)]) == 4
+    assert cli.main(["evaluate", str(env.run), "-o", str(env.tmp / "ll.npy")]) == 4
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all("cannot write" in line for line in err), err
+    assert "samples.png: permission denied" in err[0] and "ll.npy" in err[1]
+    monkeypatch.undo()
+    assert snapshot(env.tmp) == before
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")

@@ -55,6 +55,13 @@ def _iaf() -> mf.IAF:
     return mf.IAF(2, 2, [8])
 
 
+def _nan_weights() -> mf.MAF:
+    model = _maf().float()
+    with torch.no_grad():
+        model.transforms[1].nn.output_layer.bias.fill_(float("nan"))
+    return model
+
+
 def _huge_rows() -> torch.Tensor:
     x = torch.zeros(4, 2, dtype=torch.float32)
     x[1] = torch.tensor([3e38, -3e38])
@@ -115,6 +122,16 @@ API_CASES: dict[str, ApiCase] = {
         lambda: mf.evaluate_log_prob(_Overflowing(), _huge_rows()),
         NumericalError,
         r"NaN or Inf on finite data \(rows \[1, 3\]; largest \|x\| 3\.3e\+38\).*float64",
+    ),
+    "float16-training": ApiCase(
+        lambda: mf.fit(_maf().half(), _data().half(), progress=False),
+        ValueError,
+        r"cannot train float16 parameters \(transforms\.0\.nn\.layers\.0\.weight\).*\.float",
+    ),
+    "nan-weights-evaluate": ApiCase(
+        lambda: mf.evaluate_log_prob(_nan_weights(), _data(5)),
+        NumericalError,
+        r"parameter transforms\.1\.nn\.output_layer\.bias holds NaN or Inf, so it cannot score",
     ),
     # NumPy arrays and lists: was AttributeError: 'numpy.ndarray' object has no attribute ...
     "numpy-fit": ApiCase(
@@ -248,8 +265,26 @@ def test_half_precision_mixtures_sample(dtype, make):
     assert x.float().std() > 0.1  # real draws, not a constant
 
 
-def test_float16_data_into_a_float32_model_is_converted():
-    model = mf.GaussianMixtureMADE(3, [8], 2).float()
-    x = torch.randn(5, 3).half()
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: mf.GaussianMixtureMADE(3, [8], 2),
+        lambda: mf.MAF(3, 2, [8]),
+        lambda: mf.IAF(3, 2, [8]),
+    ],
+)
+def test_other_float_inputs_into_a_float32_model_are_converted(dtype, make):
+    model = make().float()
+    x = torch.randn(5, 3).to(dtype)
     expected = model.log_prob(x.float())
     torch.testing.assert_close(model.log_prob(x), expected)
+    assert model.log_prob(x).dtype == torch.float32
+
+
+def test_bfloat16_models_train_and_score():
+    model = mf.MAF(2, 2, [8]).to(torch.bfloat16)
+    x = _data().to(torch.bfloat16)
+    hist = mf.fit(model, x[:100], x[100:], max_epochs=2, progress=False)
+    assert all(np.isfinite(hist.val_log_lik))
+    assert mf.evaluate_log_prob(model, x).dtype == torch.bfloat16

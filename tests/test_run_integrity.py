@@ -328,6 +328,12 @@ STATE_FILE_CASES: dict[str, tuple[Callable[[RunCopy], None], str]] = {
         ),
         r"is damaged: cannot load transforms\.2\.nn\.permutations",
     ),
+    "truncated": (
+        lambda e: (e.run / "train_state.pt").write_bytes(
+            (e.run / "train_state.pt").read_bytes()[:1000]
+        ),
+        r"cannot load checkpoint .*train_state\.pt safely",
+    ),
     "no-state": (
         lambda e: save_tensors({"model_name": "maf"}, e.run / "train_state.pt"),
         r"train_state\.pt holds no training state; delete it to start the run again",
