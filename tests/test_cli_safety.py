@@ -393,7 +393,8 @@ def _read_only(monkeypatch, folder: Path) -> None:
         return str(folder) in os.fspath(path)
 
     def fake_open(path, flags, *args, **kwargs):
-        if denied(path) and flags & os.O_CREAT:
+        # An existing file gives EEXIST first (O_EXCL), as in a real read-only folder.
+        if denied(path) and flags & os.O_CREAT and not os.path.lexists(path):
             raise PermissionError(errno.EACCES, "Permission denied", os.fspath(path))
         return real_open(path, flags, *args, **kwargs)
 
