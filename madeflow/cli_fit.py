@@ -27,15 +27,15 @@ from madeflow.checkpoint import (
     CheckpointError,
     RunLock,
     finite_or_none,
-    load_tensors,
     save_json,
     save_tensors,
 )
 from madeflow.cli_data import data_config, is_binary, mean_and_stderr, prepare
+from madeflow.cli_resume import read_state, resume_conflicts
 from madeflow.data.files import DataError, path_problem
 from madeflow.data.rows import num_columns, to_device
 from madeflow.evaluation import NumericalError
-from madeflow.fit_checks import TrainingStateError, check_state
+from madeflow.fit_checks import TrainingStateError
 from madeflow.integrity import check_model_file, data_drift, data_path, fingerprint
 from madeflow.runs import build_from_config, read_config
 from madeflow.training import evaluate_log_prob, fit
@@ -222,7 +222,7 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             raise CheckpointError(f"cannot resume: {out} is not a madeflow run (no config.json)")
         config = read_config(out)
         check_model_file(out, config, args.force, action="resuming, which overwrites it")
-        conflicts = _resume_conflicts(args, config)
+        conflicts = resume_conflicts(args, config)
         if conflicts:
             raise UsageError(
                 f"--resume continues {out} with the settings in its config.json, but "
@@ -248,63 +248,6 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
             "choose another --out"
         )
     return config, out
-
-
-# Flags that --resume cannot change: where config.json records each (``not`` inverts a flag).
-_RECORDED = {
-    "model": ("model", "name"),
-    "hidden": ("model", "options", "hidden_dims"),
-    "num_transforms": ("model", "options", "num_transforms"),
-    "num_components": ("model", "options", "num_components"),
-    "num_masks": ("model", "options", "num_masks"),
-    "batch_norm": ("model", "options", "batch_norm"),
-    "batch_size": ("training", "batch_size"),
-    "lr": ("training", "lr"),
-    "weight_decay": ("training", "weight_decay"),
-    "patience": ("training", "patience"),
-    "clip_grad": ("training", "clip_grad"),
-    "seed": ("training", "seed"),
-    "toy_size": ("data", "toy_size"),
-    "mmap": ("data", "mmap"),
-    "no_standardize": ("not", "data", "standardize"),
-    "no_dequantize": ("not", "training", "dequantize"),
-}
-
-
-def _resume_conflicts(args: argparse.Namespace, config: dict[str, Any]) -> list[str]:
-    """The flags given with ``--resume`` whose value differs from the recorded one."""
-    out = []
-    for name, where in _RECORDED.items():
-        given = getattr(args, name, None)
-        if given is None or given is False:
-            continue  # not given (store_true flags are False when absent)
-        invert = where[0] == "not"
-        value: Any = config
-        for key in where[invert:]:
-            value = value[key]
-        recorded = (not value) if invert else value
-        if given != recorded:
-            flag = "--" + name.replace("_", "-")
-            shown = "" if given is True else " " + " ".join(map(str, _as_list(given)))
-            out.append(f"{flag}{shown} (recorded: {_recorded_text(recorded)})")
-    if args.data is not None:
-        try:
-            source = data_config(args.data)["source"]
-        except DataError:
-            source = args.data
-        if source != config["data"]["source"]:
-            out.append(f"data {args.data} (recorded: {config['data']['source']})")
-    return out
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _recorded_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return " ".join(map(str, _as_list(value)))
 
 
 def _fit_main(
@@ -379,7 +322,7 @@ def _fit_locked(
     state_path = out / "train_state.pt"
     if main:  # the other ranks get the state from rank 0 inside fit
         if args.resume and state_path.is_file():
-            state = _read_state(state_path, config, model)
+            state = read_state(state_path, config, model)
             say(quiet, f"resuming {out} after epoch {state['epoch'] + 1}")
         elif args.resume:
             say(quiet, f"{out} has no completed epoch; starting from scratch")
@@ -473,26 +416,6 @@ def _fit_locked(
         print(line)
     print(f"run saved to {out}")
     return 0
-
-
-def _read_state(path: Path, config: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
-    """The training state in ``train_state.pt``, checked against the model before any use."""
-    ckpt = load_tensors(path, map_location="cpu")
-    if ckpt.get("model_name") != config["model"]["name"]:
-        raise CheckpointError(f"{path} belongs to another model type")
-    state = ckpt.get("state")
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise CheckpointError(f"{path} holds no training state; delete it to start the run again")
-    try:
-        check_state(state, model)
-        # Loading runs the MADE buffer checks; fit loads the same weights again.
-        model.load_state_dict(state["best_model"])
-        model.load_state_dict(state["model"])
-    except (TrainingStateError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is damaged: {err}; delete it to start the run again from scratch"
-        ) from err
-    return state
 
 
 def _save(write: Callable[[], None], path: Path, out: Path) -> None:

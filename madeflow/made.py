@@ -12,6 +12,7 @@ from torch import nn
 from madeflow.layers import MaskedLinear
 from madeflow.masks import (
     as_permutation,
+    check_mask_buffers,
     connectivity,
     input_degrees,
     mask_from_degrees,
@@ -336,64 +337,15 @@ class MADE(nn.Module):
 def _check_loaded_masks(
     module: MADE, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
 ) -> None:
-    """Refuse mask buffers that no MADE of this shape could have saved.
-
-    ``permutations`` must be ``(num_masks, input_dim)`` integer rows that are permutations,
-    each ``degrees_l`` ``(num_masks, hidden_dims[l])`` integers in ``[0, input_dim - 1]`` (sorted
-    along each row with one mask, as the fast inversion expects; equal across layers for a
-    residual MADE), ``mask_index`` an integer scalar in ``[0, num_masks)``. Missing keys are
-    left to ``load_state_dict``'s own check.
-
-    Raises:
-        ValueError: Naming the buffer and what is wrong with it.
-    """
-    k, d = module.num_masks, module.input_dim
-
-    def bad(name: str, what: str) -> ValueError:
-        return ValueError(
-            f"cannot load {prefix}{name}: {what}; the checkpoint is damaged or belongs to "
-            "another model"
-        )
-
-    def integers(name: str, shape: tuple[int, ...]) -> torch.Tensor | None:
-        t = state_dict.get(prefix + name)
-        if t is None:
-            return None
-        if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype.is_complex:
-            raise bad(name, f"expected an integer tensor, got {getattr(t, 'dtype', type(t))}")
-        if t.dtype == torch.bool:
-            raise bad(name, "expected an integer tensor, got torch.bool")
-        if tuple(t.shape) != shape:
-            raise bad(name, f"expected shape {shape}, got {tuple(t.shape)}")
-        return t.detach().to("cpu", torch.int64)
-
-    perms = integers("permutations", (k, d))
-    if perms is not None:
-        expected = torch.arange(d)
-        for row, perm in enumerate(perms):
-            if not torch.equal(torch.sort(perm).values, expected):
-                counts = torch.bincount(perm.clamp(0, d), minlength=d + 1)[:d]
-                what = (
-                    f"entries outside [0, {d - 1}]"
-                    if ((perm < 0) | (perm >= d)).any()
-                    else f"input(s) {torch.nonzero(counts > 1).flatten().tolist()} repeated"
-                )
-                raise bad("permutations", f"row {row} is not a permutation of range({d}) ({what})")
-    first = None
-    for layer, width in enumerate(module.hidden_dims):
-        deg = integers(f"degrees_{layer}", (k, width))
-        if deg is None:
-            continue
-        if ((deg < 0) | (deg > max(d - 1, 0))).any():
-            raise bad(f"degrees_{layer}", f"degrees must lie in [0, {max(d - 1, 0)}]")
-        if k == 1 and (deg[0, 1:] < deg[0, :-1]).any():
-            raise bad(f"degrees_{layer}", "degrees must be sorted with a single mask")
-        if module.residual and first is not None and not torch.equal(deg, first):
-            raise bad(f"degrees_{layer}", "a residual MADE has equal degrees in every layer")
-        first = deg if first is None else first
-    index = integers("mask_index", ())
-    if index is not None and not 0 <= int(index) < k:
-        raise bad("mask_index", f"{int(index)} is not in [0, {k}) (num_masks={k})")
+    """Load pre-hook: refuse mask buffers no MADE of this shape could have saved (ValueError)."""
+    check_mask_buffers(
+        state_dict,
+        prefix,
+        num_masks=module.num_masks,
+        input_dim=module.input_dim,
+        hidden_dims=module.hidden_dims,
+        residual=module.residual,
+    )
 
 
 def _reapply_mask_after_load(module: nn.Module, incompatible_keys: Any) -> None:
