@@ -1,11 +1,14 @@
 """The ``madeflow`` command line: fit, evaluate, sample and plot density estimators.
 
-Exit codes: ``0`` success, ``1`` unexpected error, ``2`` usage error (bad arguments, an existing
-non-empty ``--out`` without ``--resume``), ``3`` data error (missing, unreadable or malformed data),
-``4`` checkpoint or run-folder error (not a run, corrupt or incompatible checkpoint, folder
-locked by another process), ``5`` numerical failure (loss became NaN/Inf), ``6`` another process
-of a distributed run failed or did not answer, ``130`` interrupted. Errors are one line on
-stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
+Exit codes: ``0`` success, ``1`` unexpected error, ``2`` usage error (bad arguments or flag
+values, an existing non-empty ``--out`` without ``--resume``, a setting ``--resume`` cannot
+change, an existing output file without ``--force``), ``3`` data error (missing, unreadable or
+malformed data, or a data file changed since ``fit``), ``4`` checkpoint, run-folder or
+output-file error (not a run; corrupt, tampered, foreign or incompatible files; a folder locked
+by another process; a file that cannot be written: full disk, read-only folder), ``5``
+numerical failure (a loss, a parameter or the model's values became NaN/Inf), ``6`` another
+process of a distributed run failed or did not answer, ``130`` interrupted. Errors are one line
+on stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
 ``MADEFLOW_TRACEBACK=1`` to see the traceback.
 
 Nothing is overwritten without ``--force``: ``sample -o``/``evaluate -o`` refuse an existing

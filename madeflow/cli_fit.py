@@ -229,6 +229,15 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
                 f"{', '.join(conflicts)} differ; drop them (only --max-epochs may change), or "
                 "start a new run with another --out"
             )
+        drift = data_drift(config)  # before any other rank is told to start
+        if drift is not None and not args.force:
+            raise DataError(
+                f"{drift}; resuming would train on other data. Restore it, or pass --force to "
+                "go on with its new contents"
+            )
+        if drift is not None:
+            say(False, f"madeflow: warning: {drift}; going on with its new contents (--force)")
+            config["fingerprints"].pop("data")  # recorded anew once the data are read
         if args.max_epochs is not None:
             config["training"]["max_epochs"] = args.max_epochs
         return config, out
@@ -290,22 +299,15 @@ def _fit_locked(
 ) -> int:
     main = distributed.is_main()
     quiet = args.quiet or not main
-    if args.resume and main:
-        drift = data_drift(config)
-        if drift is not None and not args.force:
-            raise DataError(
-                f"{drift}; resuming would train on other data. Restore it, or pass --force to "
-                "go on with its new contents"
-            )
-        if drift is not None:
-            say(False, f"madeflow: warning: {drift}; going on with its new contents (--force)")
-            config.get("fingerprints", {}).pop("data", None)  # recorded anew below
     data = prepare(config["data"])
     d = num_columns(data.train)
     bernoulli = config["model"]["name"] == "made-bernoulli"
     if bernoulli and not is_binary(data.train, data.val, data.test):
         raise DataError("made-bernoulli needs binary data (every value 0 or 1)")
-    if config["model"]["options"]["batch_norm"] and len(data.train) < 2:
+    batch_norm = (
+        config["model"]["name"].startswith("maf") and config["model"]["options"]["batch_norm"]
+    )
+    if batch_norm and len(data.train) < 2:
         raise DataError(
             f"{config['data']['source']} leaves {len(data.train)} training row after the split; "
             "batch norm needs at least 2: give more data or drop --batch-norm"
@@ -355,7 +357,7 @@ def _fit_locked(
         now = time.monotonic()
         if now - last_save[0] >= args.save_every or event.last:
             payload = {"model_name": config["model"]["name"], "state": event.state()}
-            _save(lambda: save_tensors(payload, state_path), state_path, out)
+            _save(lambda: save_tensors(payload, state_path), out)
             last_save[0] = now
 
     try:
@@ -393,15 +395,15 @@ def _fit_locked(
             "model": model.state_dict(),
             "data_space": data.space.state(),
         }
-        _save(lambda: save_tensors(weights, out / "model.pt"), out / "model.pt", out)
+        _save(lambda: save_tensors(weights, out / "model.pt"), out)
         prints["model"] = fingerprint(out / "model.pt")
-        _save(lambda: save_json(config, out / "config.json"), out / "config.json", out)
+        _save(lambda: save_json(config, out / "config.json"), out)
     scores, lines = _final_scores(model, data, config, device)
     if not main:
         return 0
     # Strict JSON: a standard error of one row is not defined, and is written as null.
     metrics = finite_or_none({"history": history.to_dict(), **scores, "seconds": history.seconds})
-    _save(lambda: save_json(metrics, out / "metrics.json"), out / "metrics.json", out)
+    _save(lambda: save_json(metrics, out / "metrics.json"), out)
     try:
         from madeflow.cli_plots import plot_run
 
@@ -418,7 +420,7 @@ def _fit_locked(
     return 0
 
 
-def _save(write: Callable[[], None], path: Path, out: Path) -> None:
+def _save(write: Callable[[], None], out: Path) -> None:
     """Run ``write``; a failure after the first checkpoint says how to continue the run."""
     try:
         write()
