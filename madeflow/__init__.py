@@ -24,6 +24,7 @@ from madeflow.density import (
     MADEDensity,
     MADEDistribution,
 )
+from madeflow.evaluation import NumericalError
 from madeflow.flows import IAF, MAF
 from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
 from madeflow.layers import MaskedLinear
@@ -70,6 +71,7 @@ __all__ = [
     "MAFTransform",
     "MaskedLinear",
     "NonFiniteLossError",
+    "NumericalError",
     "PermuteTransform",
     "autoregressive_solve",
     "build_model",

@@ -1,12 +1,21 @@
 """The ``madeflow`` command line: fit, evaluate, sample and plot density estimators.
 
-Exit codes: ``0`` success, ``1`` unexpected error, ``2`` usage error (bad arguments, an existing
-non-empty ``--out`` without ``--resume``), ``3`` data error (missing, unreadable or malformed data),
-``4`` checkpoint or run-folder error (not a run, corrupt or incompatible checkpoint, folder
-locked by another process), ``5`` numerical failure (loss became NaN/Inf), ``6`` another process
-of a distributed run failed or did not answer, ``130`` interrupted. Errors are one line on
-stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
+Exit codes: ``0`` success, ``1`` unexpected error, ``2`` usage error (bad arguments or flag
+values, an existing non-empty ``--out`` without ``--resume``, a setting ``--resume`` cannot
+change, an existing output file without ``--force``), ``3`` data error (missing, unreadable or
+malformed data, or a data file changed since ``fit``), ``4`` checkpoint, run-folder or
+output-file error (not a run; corrupt, tampered, foreign or incompatible files; a folder locked
+by another process; a file that cannot be written: full disk, read-only folder), ``5``
+numerical failure (a loss, a parameter or the model's values became NaN/Inf), ``6`` another
+process of a distributed run failed or did not answer, ``130`` interrupted. Errors are one line
+on stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
 ``MADEFLOW_TRACEBACK=1`` to see the traceback.
+
+Nothing is overwritten without ``--force``: ``sample -o``/``evaluate -o`` refuse an existing
+file. A run folder records fingerprints of its data file and ``model.pt``: a ``model.pt`` that
+is not the one the run saved is refused by ``evaluate``, ``sample``, ``plot`` and ``fit
+--resume``; a data file changed since ``fit`` is refused by ``evaluate`` (own split) and ``fit
+--resume``, and only noted by ``plot``. ``--force`` goes on anyway, with a warning line.
 
 ``madeflow fit`` with no arguments trains a 5-layer MAF with a mixture-of-Gaussians base on the
 bundled logit digits (fresh dequantization noise each batch), early-stopped on validation; see
@@ -18,9 +27,12 @@ bundled logit digits (fresh dequantization noise each batch), early-stopped on v
 from __future__ import annotations
 
 import argparse
+import io
+import math
 import os
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,10 +40,12 @@ import numpy as np
 import torch
 
 from madeflow import distributed
+from madeflow.checkpoint import atomic_write_bytes
 from madeflow.cli_data import mean_and_stderr, prepare
-from madeflow.cli_fit import EXIT_CODES, UsageError, cmd_fit, device_from, error_kind
-from madeflow.data.files import DataError, load_array
+from madeflow.cli_fit import EXIT_CODES, UsageError, cmd_fit, device_from, error_kind, say
+from madeflow.data.files import DataError, check_range, load_array
 from madeflow.data.rows import to_device
+from madeflow.integrity import MAX_TOY_SIZE, RunWarning, data_drift
 from madeflow.models import MODELS
 from madeflow.runs import load_run
 from madeflow.training import evaluate_log_prob
@@ -44,6 +58,47 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+MAX_SAMPLE_VALUES = 2 * 10**8
+"""Most values (rows times columns) one ``madeflow sample`` call writes (1.6 GB as float64)."""
+
+SAMPLE_CHUNK = 100_000
+"""Rows drawn per model call by ``madeflow sample`` (bounds the memory of the sampler)."""
+
+_MAX_SEED = 2**63 - 1
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``[low, high]``, with the range in the message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be an integer {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _number(positive: bool) -> Callable[[str], float]:
+    """An argparse type: a finite number, ``> 0`` (``positive``) or ``>= 0``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            bound = "> 0" if positive else ">= 0"
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    return parse
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,22 +123,24 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(MODELS),
         help="default: maf-mog (made-bernoulli for digits-binary)",
     )
-    f.add_argument("--hidden", type=int, nargs="+", help="hidden widths (default 256 256)")
-    f.add_argument("--num-transforms", type=int, help="MAF layers (default 5)")
+    f.add_argument("--hidden", type=_integer(1), nargs="+", help="hidden widths (default 256 256)")
+    f.add_argument("--num-transforms", type=_integer(1), help="MAF layers (default 5)")
     f.add_argument(
         "--num-components",
-        type=int,
+        type=_integer(1),
         help="mixture components of made-mog and maf-mog (default 10)",
     )
-    f.add_argument("--num-masks", type=int, help="MADE masks for order-agnostic training")
+    f.add_argument("--num-masks", type=_integer(1), help="MADE masks for order-agnostic training")
     f.add_argument("--batch-norm", action="store_true", default=None, help="MAF batch norm")
-    f.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=int)
-    f.add_argument("--batch-size", type=int)
-    f.add_argument("--lr", type=float)
-    f.add_argument("--weight-decay", type=float)
-    f.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    f.add_argument("--clip-grad", type=float, help="gradient-norm clip (0: off)")
-    f.add_argument("--toy-size", type=int, help="points drawn from a toy density")
+    f.add_argument("--epochs", "--max-epochs", dest="max_epochs", type=_integer(0))
+    f.add_argument("--batch-size", type=_integer(1))
+    f.add_argument("--lr", type=_number(positive=True))
+    f.add_argument("--weight-decay", type=_number(positive=False))
+    f.add_argument("--patience", type=_integer(0), help="early-stopping patience in epochs")
+    f.add_argument("--clip-grad", type=_number(positive=False), help="gradient-norm clip (0: off)")
+    f.add_argument(
+        "--toy-size", type=_integer(3, MAX_TOY_SIZE), help="points drawn from a toy density"
+    )
     f.add_argument("--no-standardize", action="store_true", help="keep file/toy data as is")
     f.add_argument(
         "--mmap",
@@ -98,18 +155,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--out", help="run folder (default runs/<model>-<data>-<time>)")
     f.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    f.add_argument("--seed", type=int)
-    f.add_argument("--resume", action="store_true", help="continue the run in --out")
+    f.add_argument("--seed", type=_integer(0, _MAX_SEED))
+    f.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out with the settings in its config.json (only --max-epochs "
+        "may change)",
+    )
+    f.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: go on although the data file or model.pt changed since fit",
+    )
     f.add_argument(
         "--save-every",
-        type=float,
+        type=_number(positive=False),
         default=10.0,
         help="seconds between resume checkpoints (0: every epoch)",
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar, only the results")
     f.add_argument(
         "--threads",
-        type=int,
+        type=_integer(1, 1024),
         help="CPU threads for torch (default 1: these small matrices gain little from more "
         "threads, and lose up to 7x when other processes share the cores)",
     )
@@ -120,45 +187,82 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=("train", "val", "test"))
     e.add_argument("--output", "-o", help="write per-row log-likelihoods (.npy or .csv)")
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    e.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite --output; use a model.pt or data file that changed since fit",
+    )
 
     s = sub.add_parser("sample", help="draw samples in the original data space")
     s.add_argument("run")
-    s.add_argument("-n", "--num-samples", type=int, default=1000)
+    s.add_argument("-n", "--num-samples", type=_integer(1), default=1000)
     s.add_argument("-o", "--output", required=True, help=".npy or .csv file")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_integer(0, _MAX_SEED), default=0)
     s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    s.add_argument(
+        "--force", action="store_true", help="overwrite --output; use a changed model.pt"
+    )
 
     g = sub.add_parser("plot", help="redraw samples.png (and training.png) of a run")
     g.add_argument("run")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=_integer(0, _MAX_SEED), default=0)
+    g.add_argument("--force", action="store_true", help="use a changed model.pt")
     return p
 
 
 # ------------------------------------------------------------------- evaluate / sample / plot
-def _write_array(path: Path, arr: np.ndarray) -> None:
-    suffix = path.suffix.lower()
-    if suffix not in (".npy", ".csv"):
+def _output(name: str, force: bool) -> Path:
+    """Check an output file before any work: suffix, folder, and nothing overwritten unforced."""
+    path = Path(name)
+    if path.suffix.lower() not in (".npy", ".csv"):
         raise UsageError(f"output file must end in .npy or .csv, got {path}")
-    if not path.parent.exists():
+    if not path.parent.is_dir():
         raise UsageError(f"output folder does not exist: {path.parent}")
-    if suffix == ".npy":
-        np.save(path, arr)
+    if path.is_dir():
+        raise UsageError(f"output {path} is a folder; name a file")
+    if os.path.lexists(path) and not force:
+        raise UsageError(
+            f"{path} already exists; pass --force to overwrite it, or choose another -o"
+        )
+    return path
+
+
+def _write_array(path: Path, arr: np.ndarray) -> None:
+    """Write ``.npy`` or ``.csv`` atomically, to exactly ``path`` (``np.save`` adds ``.npy``)."""
+    buffer = io.BytesIO()
+    if path.suffix.lower() == ".npy":
+        np.save(buffer, arr)
     else:
-        np.savetxt(path, arr.reshape(arr.shape[0], -1), delimiter=",", fmt="%.9g")
+        np.savetxt(buffer, arr.reshape(arr.shape[0], -1), delimiter=",", fmt="%.9g")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _drift(config: dict, force: bool, action: str) -> bool:
+    """Refuse (or with ``force`` warn about) a training data file changed since ``fit``."""
+    drift = data_drift(config)
+    if drift is None:
+        return False
+    if not force:
+        raise DataError(f"{drift}; {action} Restore it, or pass --force to use it anyway")
+    say(False, f"madeflow: warning: {drift}; using it anyway (--force)")
+    return True
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``madeflow evaluate``: per-row log-likelihoods and their mean ± standard error."""
     device = device_from(args.device)
-    config, model, space = load_run(args.run, device)
+    out = _output(args.output, args.force) if args.output else None
+    config, model, space = load_run(args.run, device, force=args.force)
     if args.data:
-        x_data = load_array(args.data).to(device)
+        x_data = load_array(args.data, dtype=torch.float64).to(device)
         d = config["model"]["input_dim"]
         if x_data.shape[1] != d:
             raise DataError(f"{args.data} has {x_data.shape[1]} columns; the model expects {d}")
-        x = space.to_model(x_data)
+        x = space.to_model(x_data).to(torch.float32)  # standardised in float64 first
+        check_range(x, f"{args.data} (in model space)")
         label = args.data
     else:
+        _drift(config, args.force, f"its {args.split} split is not the one the run was scored on.")
         x = to_device(getattr(prepare(config["data"]), args.split), device)
         label = f"{args.split} split"
     ll = evaluate_log_prob(model, x)
@@ -171,40 +275,49 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if space.kind == "digits" or space.standardizer is not None:
         mm, sem = mean_and_stderr(ll)
         print(f"  in model space: {mm:.4f} ± {sem:.4f} nats")
-    if args.output:
-        _write_array(Path(args.output), ll_data.detach().cpu().double().numpy())
-        print(f"wrote {args.output}")
+    if out is not None:
+        _write_array(out, ll_data.detach().cpu().double().numpy())
+        print(f"wrote {out}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """``madeflow sample``: draw samples and save them in the original data space."""
-    if args.num_samples < 1:
-        raise UsageError("-n must be >= 1")
-    out = Path(args.output)
-    if out.suffix.lower() not in (".npy", ".csv"):
-        raise UsageError(f"output file must end in .npy or .csv, got {out}")
+    out = _output(args.output, args.force)
     device = device_from(args.device)
-    _, model, space = load_run(args.run, device)
+    config, model, space = load_run(args.run, device, force=args.force)
+    d = config["model"]["input_dim"]
+    if args.num_samples * d > MAX_SAMPLE_VALUES:
+        raise UsageError(
+            f"-n {args.num_samples} would write {args.num_samples * d:.2e} values (D={d}), more "
+            f"than {MAX_SAMPLE_VALUES:.0e} in one call; draw fewer samples per call"
+        )
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(args.seed)
         with torch.no_grad():
-            y = model.sample((args.num_samples,))
-    x = space.to_data(y)
-    _write_array(out, x.detach().cpu().double().numpy())
+            parts = []
+            for start in range(0, args.num_samples, SAMPLE_CHUNK):
+                n = min(SAMPLE_CHUNK, args.num_samples - start)
+                parts.append(space.to_data(model.sample((n,))).detach().cpu().double())
+    _write_array(out, torch.cat(parts).numpy())
     print(f"wrote {args.num_samples} samples to {out}")
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    """``madeflow plot``: redraw the run's pictures."""
+    """``madeflow plot``: redraw the run's pictures (the test data too, unless it changed)."""
     from madeflow.cli_plots import plot_run
 
-    config, model, space = load_run(args.run)
-    try:
-        test = prepare(config["data"]).test
-    except DataError:
-        test = None  # the data file moved: plot the model alone
+    config, model, space = load_run(args.run, force=args.force)
+    test = None
+    drift = data_drift(config)
+    if drift is not None:
+        say(False, f"madeflow: warning: {drift}; plotting the model without its test data")
+    else:
+        try:
+            test = prepare(config["data"]).test
+        except DataError as err:
+            say(False, f"madeflow: warning: {err}; plotting the model without its test data")
     for path in plot_run(Path(args.run), model, space, test, config, seed=args.seed):
         print(f"wrote {path}")
     return 0
@@ -232,11 +345,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float32)
     try:
-        threads = getattr(args, "threads", None)
-        if threads is not None and threads < 1:
-            raise UsageError("--threads must be >= 1")
-        torch.set_num_threads(threads or 1)
-        return COMMANDS[args.command](args)
+        torch.set_num_threads(getattr(args, "threads", None) or 1)
+        with warnings.catch_warnings():
+            _run_warnings_as_lines()
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("madeflow: interrupted", file=sys.stderr)
         return EXIT_CODES["interrupted"]
@@ -245,6 +357,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         torch.set_default_dtype(old_dtype)
         torch.set_num_threads(old_threads)
+
+
+def _run_warnings_as_lines() -> None:
+    """Show :class:`RunWarning` as ``madeflow: warning: ...`` lines (inside catch_warnings)."""
+    original = warnings.showwarning
+    warnings.simplefilter("always", RunWarning)
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, RunWarning):
+            print(f"madeflow: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 def _fail(err: Exception, kind: str | None) -> int:

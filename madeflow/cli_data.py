@@ -63,7 +63,13 @@ def data_config(
     else:
         kind = "file"
         path, _, key = source.partition(".npz:")
-        source = str(Path(path + (".npz" if key else "")).resolve()) + (f":{key}" if key else "")
+        try:
+            resolved = Path(path + (".npz" if key else "")).resolve()
+        except (OSError, RuntimeError):  # RuntimeError: a symbolic link loop (Python < 3.13)
+            raise DataError(
+                f"{path} is a symbolic link loop; point it at a real data file"
+            ) from None
+        source = str(resolved) + (f":{key}" if key else "")
     if mmap and (kind != "file" or Path(source).suffix.lower() != ".npy"):
         raise DataError(f"--mmap needs a .npy file, not {source}")
     return {
@@ -103,7 +109,7 @@ class DataSpace:
             if ((x < 0) | (x > 1)).any():
                 raise DataError("digit pixels must lie in [0, 1] (dequantized intensities)")
             return torch.logit(a + (1 - 2 * a) * x)
-        if self.standardizer is not None:
+        if self.standardizer is not None:  # in the statistics' dtype (float64 for new runs)
             return self.standardizer(x.to(self.standardizer.mean.dtype))
         return x
 
@@ -206,16 +212,20 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
         return Prepared(d.train, d.val, d.test, DataSpace(kind, None, cfg["alpha"]))
     if cfg.get("mmap"):
         return _prepare_memmap(cfg, dtype)
+    # Standardised data are read and standardised in float64 and narrowed after: values beyond
+    # float32's range (1e300) or near it (3e38) become ordinary numbers instead of infinities.
+    wide = torch.float64 if cfg["standardize"] else dtype
     if kind == "toy":
-        full = toy_data(cfg["source"], cfg["toy_size"], seed=cfg["seed"], dtype=dtype)
+        full = toy_data(cfg["source"], cfg["toy_size"], seed=cfg["seed"], dtype=dtype).to(wide)
     else:
-        full = load_array(cfg["source"], dtype=dtype)
+        full = load_array(cfg["source"], dtype=wide)
     parts = split(full, seed=cfg["seed"])
-    std = Standardizer.fit(parts.train) if cfg["standardize"] else None
+    std = _checked(Standardizer.fit(parts.train), cfg) if cfg["standardize"] else None
     space = DataSpace(kind, std, cfg["alpha"])
     if std is None:
         return Prepared(parts.train, parts.val, parts.test, space)
-    return Prepared(std(parts.train), std(parts.val), std(parts.test), space)
+    train, val, test = (std(part).to(dtype) for part in parts)
+    return Prepared(train, val, test, space)
 
 
 def _prepare_memmap(cfg: dict[str, Any], dtype: torch.dtype) -> Prepared:
@@ -224,14 +234,37 @@ def _prepare_memmap(cfg: dict[str, Any], dtype: torch.dtype) -> Prepared:
     The same rows as the in-memory split; standardisation statistics are accumulated in chunks
     (float64, then ``dtype``).
     """
-    rows = load_memmap(cfg["source"], dtype=dtype)
+    wide = torch.float64 if cfg["standardize"] else dtype
+    rows = load_memmap(cfg["source"], dtype=wide)
     train, val, test = (rows.subset(i) for i in split_indices(len(rows), seed=cfg["seed"]))
     std = None
     if cfg["standardize"]:
-        mean, sd, abs_max = train.moments()
-        std = Standardizer.from_moments(mean.to(dtype), sd.to(dtype), abs_max.to(dtype))
-        train, val, test = (part.with_transform(std) for part in (train, val, test))
+        std = _checked(Standardizer.from_moments(*train.moments()), cfg)
+        narrow = _Narrowed(std, dtype)
+        train, val, test = (part.with_transform(narrow) for part in (train, val, test))
     return Prepared(train, val, test, DataSpace(cfg["kind"], std, cfg["alpha"]))
+
+
+def _checked(std: Standardizer, cfg: dict[str, Any]) -> Standardizer:
+    """Refuse statistics that overflowed (values near float64's limit, memory-mapped)."""
+    bad = ~(torch.isfinite(std.mean) & torch.isfinite(std.std))
+    if bool(bad.any()):
+        cols = (torch.nonzero(bad).flatten() + 1).tolist()
+        raise DataError(
+            f"{cfg['source']}: the mean or spread of column(s) {cols} overflows float64; "
+            "rescale the data"
+        )
+    return std
+
+
+class _Narrowed:
+    """Standardise float64 rows, then convert them to the model's dtype."""
+
+    def __init__(self, std: Standardizer, dtype: torch.dtype) -> None:
+        self.std, self.dtype = std, dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.std(x).to(self.dtype)
 
 
 def is_binary(*parts: Rows, chunk: int = 1 << 16) -> bool:

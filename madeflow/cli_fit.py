@@ -26,15 +26,19 @@ from madeflow.checkpoint import (
     FORMAT_VERSION,
     CheckpointError,
     RunLock,
-    load_tensors,
+    finite_or_none,
     save_json,
     save_tensors,
 )
 from madeflow.cli_data import data_config, is_binary, mean_and_stderr, prepare
-from madeflow.data.files import DataError
+from madeflow.cli_resume import read_state, resume_conflicts
+from madeflow.data.files import DataError, path_problem
 from madeflow.data.rows import num_columns, to_device
+from madeflow.evaluation import NumericalError
+from madeflow.fit_checks import TrainingStateError
+from madeflow.integrity import check_model_file, data_drift, data_path, fingerprint
 from madeflow.runs import build_from_config, read_config
-from madeflow.training import NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.training import evaluate_log_prob, fit
 
 __all__ = [
     "EXIT_CODES",
@@ -71,7 +75,7 @@ def error_kind(err: BaseException) -> str | None:
         (UsageError, "usage"),
         (DataError, "data"),
         (CheckpointError, "checkpoint"),
-        (NonFiniteLossError, "numerical"),
+        (NumericalError, "numerical"),
         (PeerFailure, "distributed"),
     )
     return next((kind for cls, kind in kinds if isinstance(err, cls)), None)
@@ -217,20 +221,37 @@ def _resolve(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         if not (out / "config.json").is_file():
             raise CheckpointError(f"cannot resume: {out} is not a madeflow run (no config.json)")
         config = read_config(out)
-        given = [
-            k for k in ("data", "model", "hidden", "lr", "batch_size", "seed") if getattr(args, k)
-        ]
-        if given:
-            say(args.quiet, f"--resume uses {out}/config.json; ignoring {', '.join(given)}")
+        check_model_file(out, config, args.force, action="resuming, which overwrites it")
+        conflicts = resume_conflicts(args, config)
+        if conflicts:
+            raise UsageError(
+                f"--resume continues {out} with the settings in its config.json, but "
+                f"{', '.join(conflicts)} differ; drop them (only --max-epochs may change), or "
+                "start a new run with another --out"
+            )
+        drift = data_drift(config)  # before any other rank is told to start
+        if drift is not None and not args.force:
+            raise DataError(
+                f"{drift}; resuming would train on other data. Restore it, or pass --force to "
+                "go on with its new contents"
+            )
+        if drift is not None:
+            say(False, f"madeflow: warning: {drift}; going on with its new contents (--force)")
+            config["fingerprints"].pop("data")  # recorded anew once the data are read
         if args.max_epochs is not None:
-            if args.max_epochs < 0:
-                raise UsageError(f"--max-epochs must be >= 0, got {args.max_epochs}")
             config["training"]["max_epochs"] = args.max_epochs
         return config, out
+    if args.force:
+        raise UsageError("--force only applies with --resume (to go on after a data change)")
     config = _new_config(args)
     out = _out_folder(args, config)
+    problem = path_problem(out, "run folder")
+    if problem is not None and "symbolic link" in problem:
+        raise CheckpointError(problem)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a run folder; choose another --out")
     # A stale ``.lock`` alone (a run killed before writing anything) does not count.
-    if out.exists() and (not out.is_dir() or any(p.name != ".lock" for p in out.iterdir())):
+    if out.exists() and any(p.name != ".lock" for p in out.iterdir()):
         raise UsageError(
             f"{out} already exists and is not empty; use --resume to continue it or "
             "choose another --out"
@@ -259,10 +280,11 @@ def _fit_main(
                 return _fit_locked(args, config, out, device)
         except Exception:
             # A new run that failed before its first checkpoint leaves nothing half-written.
-            if fresh and out.is_dir() and not (out / "train_state.pt").exists():
-                (out / "config.json").unlink(missing_ok=True)
-                if created:
-                    with contextlib.suppress(OSError):
+            # Cleanup that fails (a read-only folder) must not hide the error that ended the run.
+            with contextlib.suppress(OSError):
+                if fresh and out.is_dir() and not (out / "train_state.pt").exists():
+                    (out / "config.json").unlink(missing_ok=True)
+                    if created:
                         out.rmdir()  # only if empty: never delete anything we did not write
             raise
     except BaseException as err:
@@ -282,21 +304,31 @@ def _fit_locked(
     bernoulli = config["model"]["name"] == "made-bernoulli"
     if bernoulli and not is_binary(data.train, data.val, data.test):
         raise DataError("made-bernoulli needs binary data (every value 0 or 1)")
+    batch_norm = (
+        config["model"]["name"].startswith("maf") and config["model"]["options"]["batch_norm"]
+    )
+    if batch_norm and len(data.train) < 2:
+        raise DataError(
+            f"{config['data']['source']} leaves {len(data.train)} training row after the split; "
+            "batch norm needs at least 2: give more data or drop --batch-norm"
+        )
     config["model"]["input_dim"] = d
+    source = data_path(config["data"])
+    prints = config.setdefault("fingerprints", {})
+    if main and source is not None and "data" not in prints:
+        rows = len(data.train) + len(data.val) + len(data.test)
+        prints["data"] = {**fingerprint(source), "shape": [rows, d]}
     model = build_from_config(config, device, error=UsageError)
     num_params = sum(p.numel() for p in model.parameters())
     state = None
     state_path = out / "train_state.pt"
     if main:  # the other ranks get the state from rank 0 inside fit
-        save_json(config, out / "config.json")
         if args.resume and state_path.is_file():
-            ckpt = load_tensors(state_path, map_location="cpu")
-            if ckpt.get("model_name") != config["model"]["name"]:
-                raise CheckpointError(f"{state_path} belongs to another model type")
-            state = ckpt["state"]
-            say(quiet, f"resuming {out} after epoch {int(state['epoch']) + 1}")
+            state = read_state(state_path, config, model)
+            say(quiet, f"resuming {out} after epoch {state['epoch'] + 1}")
         elif args.resume:
             say(quiet, f"{out} has no completed epoch; starting from scratch")
+        save_json(config, out / "config.json")  # after the state passed its checks
 
     t = config["training"]
     ranks = distributed.world_size()
@@ -325,7 +357,7 @@ def _fit_locked(
         now = time.monotonic()
         if now - last_save[0] >= args.save_every or event.last:
             payload = {"model_name": config["model"]["name"], "state": event.state()}
-            save_tensors(payload, state_path)
+            _save(lambda: save_tensors(payload, state_path), out)
             last_save[0] = now
 
     try:
@@ -352,21 +384,26 @@ def _fit_locked(
                 file=sys.stderr,
             )
         return EXIT_CODES["interrupted"]
+    except TrainingStateError as err:
+        raise CheckpointError(
+            f"{state_path} is damaged: {err}; delete it to start the run again from scratch"
+        ) from err
 
     if main:
-        save_tensors(
-            {
-                "model_name": config["model"]["name"],
-                "model": model.state_dict(),
-                "data_space": data.space.state(),
-            },
-            out / "model.pt",
-        )
+        weights = {
+            "model_name": config["model"]["name"],
+            "model": model.state_dict(),
+            "data_space": data.space.state(),
+        }
+        _save(lambda: save_tensors(weights, out / "model.pt"), out)
+        prints["model"] = fingerprint(out / "model.pt")
+        _save(lambda: save_json(config, out / "config.json"), out)
     scores, lines = _final_scores(model, data, config, device)
     if not main:
         return 0
-    metrics = {"history": history.to_dict(), **scores, "seconds": history.seconds}
-    save_json(metrics, out / "metrics.json")
+    # Strict JSON: a standard error of one row is not defined, and is written as null.
+    metrics = finite_or_none({"history": history.to_dict(), **scores, "seconds": history.seconds})
+    _save(lambda: save_json(metrics, out / "metrics.json"), out)
     try:
         from madeflow.cli_plots import plot_run
 
@@ -381,6 +418,19 @@ def _fit_locked(
         print(line)
     print(f"run saved to {out}")
     return 0
+
+
+def _save(write: Callable[[], None], out: Path) -> None:
+    """Run ``write``; a failure after the first checkpoint says how to continue the run."""
+    try:
+        write()
+    except CheckpointError as err:
+        if (out / "train_state.pt").is_file():
+            raise CheckpointError(
+                f"{err}; the last checkpoint is kept: then continue with madeflow fit --resume "
+                f"--out {out}"
+            ) from err
+        raise
 
 
 def _final_scores(

@@ -6,12 +6,14 @@ matplotlib is imported lazily with the non-interactive Agg backend.
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from madeflow.checkpoint import CheckpointError, atomic_write_bytes, load_json
 from madeflow.cli_data import DataSpace
 from madeflow.data.rows import Rows, take
 from madeflow.training import evaluate_log_prob
@@ -20,6 +22,8 @@ __all__ = ["PLOT_ROWS", "plot_run"]
 
 PLOT_ROWS = 10000
 """Test rows drawn from a row source (memory-mapped data); a tensor is drawn whole."""
+
+_CURVES = ("train_log_lik", "val_log_lik")
 
 
 def _pyplot() -> Any:
@@ -41,8 +45,10 @@ def plot_run(
 ) -> list[Path]:
     """Draw ``samples.png`` (and ``training.png`` when metrics exist) into the run folder.
 
-    Digits get a grid of sampled images next to test images; 2-D data a density heatmap and a
-    scatter of samples; other data a scatter of the first two coordinates.
+    Digits get a grid of sampled images next to test images; 1-D data the model's density over
+    histograms of samples and test data; 2-D data a density heatmap and a scatter of samples;
+    other data a scatter of the first two coordinates. An unreadable ``metrics.json`` skips
+    ``training.png`` with a warning line.
 
     Args:
         folder: The run folder.
@@ -69,6 +75,8 @@ def plot_run(
     path = folder / "samples.png"
     if space.image_shape is not None:
         _digit_grids(plt, samples, test_data, space.image_shape, path)
+    elif samples.shape[1] == 1:
+        _density_1d(plt, model, space, samples, test_data, path, device)
     elif samples.shape[1] == 2:
         _density_2d(plt, model, space, samples, test_data, path, device)
     else:
@@ -80,24 +88,76 @@ def plot_run(
         ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, label="samples")
         ax.set(xlabel="x[0]", ylabel="x[1]", title="first two coordinates")
         ax.legend()
-        fig.savefig(path, dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        _savefig(plt, fig, path)
     written.append(path)
     metrics = folder / "metrics.json"
-    if metrics.is_file():
-        import json
-
-        hist = json.loads(metrics.read_text())["history"]
+    hist = _history(metrics) if metrics.is_file() else None
+    if hist is not None:
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(hist["train_log_lik"], label="train")
         if hist["val_log_lik"]:
             ax.plot(hist["val_log_lik"], label="validation")
         ax.set(xlabel="epoch", ylabel="mean log-likelihood (nats, model space)")
         ax.legend()
-        fig.savefig(folder / "training.png", dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        _savefig(plt, fig, folder / "training.png")
         written.append(folder / "training.png")
     return written
+
+
+def _savefig(plt: Any, fig: Any, path: Path) -> None:
+    """Save and close a figure; written atomically, a failure is one :class:`CheckpointError`."""
+    import io
+
+    try:
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        atomic_write_bytes(path, buffer.getvalue())
+    finally:
+        plt.close(fig)
+
+
+def _history(path: Path) -> dict[str, list[float]] | None:
+    """The curves of ``metrics.json``, or ``None`` (with a warning line) if it is unreadable."""
+    try:
+        hist = load_json(path)["history"]
+        curves = {k: [math.nan if v is None else float(v) for v in hist[k]] for k in _CURVES}
+    except (CheckpointError, KeyError, TypeError, ValueError) as err:
+        print(f"madeflow: warning: training.png not drawn: {err}", file=sys.stderr)
+        return None
+    return curves
+
+
+def _limits(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plot limits per column: the central 99% of ``ref`` padded by 15% (never zero width)."""
+    ref = ref.double()
+    lo, hi = ref.quantile(0.005, dim=0), ref.quantile(0.995, dim=0)
+    width = hi - lo
+    pad = torch.where(width > 0, 0.15 * width, 0.5 * lo.abs().clamp_min(1.0))
+    return lo - pad, hi + pad
+
+
+def _density_1d(
+    plt: Any,
+    model: nn.Module,
+    space: DataSpace,
+    samples: torch.Tensor,
+    test: torch.Tensor | None,
+    path: Path,
+    device: torch.device,
+) -> None:
+    lo, hi = _limits(samples if test is None else test)
+    grid = torch.linspace(float(lo[0]), float(hi[0]), 400, dtype=torch.float64)[:, None]
+    y = space.to_model(grid.to(device))
+    log_p = (evaluate_log_prob(model, y) + space.log_jacobian(y)).cpu()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = torch.linspace(float(lo[0]), float(hi[0]), 60).numpy()
+    if test is not None:
+        ax.hist(test[:, 0].numpy(), bins=bins, density=True, alpha=0.4, label="test data")
+    ax.hist(samples[:, 0].numpy(), bins=bins, density=True, alpha=0.4, label="samples")
+    ax.plot(grid[:, 0].numpy(), log_p.exp().numpy(), label="model density")
+    ax.set(xlabel="x", ylabel="density", xlim=(float(lo[0]), float(hi[0])))
+    ax.legend()
+    _savefig(plt, fig, path)
 
 
 def _digit_grids(
@@ -116,8 +176,7 @@ def _digit_grids(
         ax.imshow(grid(imgs).numpy(), cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(title)
         ax.axis("off")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _savefig(plt, fig, path)
 
 
 def _density_2d(
@@ -129,10 +188,7 @@ def _density_2d(
     path: Path,
     device: torch.device,
 ) -> None:
-    ref = samples if test is None else test
-    lo, hi = ref.quantile(0.005, dim=0), ref.quantile(0.995, dim=0)
-    pad = 0.15 * (hi - lo)
-    lo, hi = lo - pad, hi + pad
+    lo, hi = _limits(samples if test is None else test)
     res = 150
     gx, gy = torch.linspace(lo[0], hi[0], res), torch.linspace(lo[1], hi[1], res)
     xx, yy = torch.meshgrid(gx, gy, indexing="xy")
@@ -150,5 +206,4 @@ def _density_2d(
     axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.3, label="samples")
     axes[1].set(xlim=extent[:2], ylim=extent[2:], title="samples")
     axes[1].legend(loc="upper right")
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    _savefig(plt, fig, path)

@@ -4,21 +4,87 @@
 row source (:mod:`madeflow.data.rows`), a batch at a time; a multi-mask MADE is scored by its mask
 ensemble. :func:`mean_log_prob` is what :func:`madeflow.fit` validates with, on one rank or
 sharded over several.
+
+Both refuse data that are not tensors or row sources (a NumPy array or a list) with a
+``TypeError`` saying how to convert them, and report a model whose log-density overflows on
+finite data (values near the dtype's limits, or weights that diverged) as a
+:class:`NumericalError` naming the rows, never as a distribution's support error.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from madeflow.data.rows import Rows, take
+from madeflow.data.rows import Rows, RowSource, take
 
 if TYPE_CHECKING:
     from madeflow.distributed import DataParallel
 
-__all__ = ["evaluate_log_prob", "mean_log_prob"]
+__all__ = [
+    "NumericalError",
+    "evaluate_log_prob",
+    "is_numerical_failure",
+    "mean_log_prob",
+    "require_rows",
+]
+
+
+class NumericalError(FloatingPointError):
+    """A model's values became NaN or infinite although its inputs were finite.
+
+    Args:
+        message: What happened and what to do.
+        rows: The first rows (0-based) on which it happened, when known.
+    """
+
+    def __init__(self, message: str, rows: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.rows = list(rows or [])
+
+
+def require_rows(data: Any, name: str) -> None:
+    """Refuse anything but a tensor, a row source or ``None``, saying how to convert it.
+
+    Args:
+        data: What the caller passed.
+        name: The argument's name, for the message.
+
+    Raises:
+        TypeError: For NumPy arrays, lists and other objects.
+    """
+    if data is None or isinstance(data, torch.Tensor):
+        return
+    if isinstance(data, (np.ndarray, list, tuple)) or not isinstance(data, RowSource):
+        raise TypeError(
+            f"{name} must be a torch.Tensor (or a row source), got {type(data).__name__}; "
+            f"convert it with torch.as_tensor({name}, dtype=torch.float32)"
+        )
+
+
+def is_numerical_failure(err: BaseException, *inputs: torch.Tensor | None) -> bool:
+    """Whether a model's ``ValueError`` on these inputs is a numerical failure inside it.
+
+    A flow's base distribution refuses NaN values with a support error, and a MADE density
+    refuses NaN inputs; when the inputs themselves are finite, those NaNs arose inside the model
+    (an overflow, or weights that diverged), so the data are not to blame.
+
+    Args:
+        err: The error the model raised.
+        *inputs: The tensors it was given (``None`` entries are skipped).
+
+    Returns:
+        ``True`` for such an error on finite inputs.
+    """
+    if not isinstance(err, ValueError):
+        return False
+    text = str(err)
+    if "within the support" not in text and "NaN or Inf" not in text:
+        return False
+    return all(t is None or bool(torch.isfinite(t).all()) for t in inputs)
 
 
 @torch.no_grad()
@@ -41,7 +107,13 @@ def evaluate_log_prob(
 
     Returns:
         ``(N,)`` log-likelihoods (on ``data``'s device; on the model's for a row source).
+
+    Raises:
+        TypeError: If ``data`` or ``context`` is not a tensor or row source (e.g. NumPy).
+        NumericalError: If the log-density overflows on finite rows (they are named).
     """
+    require_rows(data, "data")
+    require_rows(context, "context")
     made = getattr(model, "made", None)
     use_ensemble = hasattr(model, "ensemble_log_prob") and getattr(made, "num_masks", 1) > 1
     score = model.ensemble_log_prob if use_ensemble else model.log_prob
@@ -60,8 +132,12 @@ def evaluate_log_prob(
                 rows = torch.arange(start, min(n, start + batch_size))
                 x = take(data, rows, device)
                 c = None if context is None else take(context, rows, device)
-            with torch.no_grad():
+            try:
                 out.append(score(x) if c is None else score(x, context=c))
+            except ValueError as err:
+                if not is_numerical_failure(err, x, c):
+                    raise
+                raise _overflow(model, score, x, c, start) from err
         if not out:
             if isinstance(data, torch.Tensor):
                 return data.new_zeros(0)
@@ -69,6 +145,34 @@ def evaluate_log_prob(
         return torch.cat(out)
     finally:
         model.train(was_training)
+
+
+def _overflow(
+    model: nn.Module, score: Any, x: torch.Tensor, c: torch.Tensor | None, start: int
+) -> NumericalError:
+    """The error for a batch the model could not score: broken weights, or its failing rows."""
+    broken = next((k for k, p in model.named_parameters() if not p.isfinite().all()), None)
+    if broken is not None:
+        return NumericalError(
+            f"the model's parameter {broken} holds NaN or Inf, so it cannot score any data; "
+            "retrain it or load good weights"
+        )
+    rows = []
+    for i in range(len(x)):
+        try:
+            score(x[i : i + 1]) if c is None else score(x[i : i + 1], context=c[i : i + 1])
+        except ValueError:
+            rows.append(start + i)
+            if len(rows) == 10:
+                break
+    where = f"rows {rows}" if rows else f"the batch starting at row {start}"
+    param = next(iter(model.parameters()), x)
+    return NumericalError(
+        f"the model's log-density is NaN or Inf on finite data ({where}; largest |x| "
+        f"{float(x.abs().max()):.3g}): its values overflow {str(param.dtype)[6:]}; rescale the "
+        "data, or score in float64 (model.double())",
+        rows,
+    )
 
 
 def mean_log_prob(

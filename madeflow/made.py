@@ -12,6 +12,7 @@ from torch import nn
 from madeflow.layers import MaskedLinear
 from madeflow.masks import (
     as_permutation,
+    check_mask_buffers,
     connectivity,
     input_degrees,
     mask_from_degrees,
@@ -142,6 +143,9 @@ class MADE(nn.Module):
         )
         self._apply_mask(0)
         self._warn_blind_outputs()
+        # Loaded orderings and degrees are checked before they are copied in (a repeated index
+        # would leave input degrees uninitialised), then the masks are rebuilt from them.
+        self._register_load_state_dict_pre_hook(_check_loaded_masks, with_module=True)
         self.register_load_state_dict_post_hook(_reapply_mask_after_load)
 
     # ------------------------------------------------------------------ masks
@@ -297,8 +301,12 @@ class MADE(nn.Module):
             x: ``(*batch, input_dim)``.
             context: ``(*batch, context_dim)``, required exactly when ``context_dim > 0``.
         """
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        for name, value in (("x", x), ("context", context)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                raise TypeError(
+                    f"{name} must be a torch.Tensor, got {type(value).__name__}; convert it with "
+                    f"torch.as_tensor({name})"
+                )
         if x.dim() == 0 or x.shape[-1] != self.input_dim:
             raise ValueError(
                 f"x must have last dimension input_dim={self.input_dim}, got shape {tuple(x.shape)}"
@@ -324,6 +332,20 @@ class MADE(nn.Module):
             f"num_masks={self.num_masks}, residual={self.residual}, "
             f"hidden_degrees={self.hidden_degree_mode!r}"
         )
+
+
+def _check_loaded_masks(
+    module: MADE, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """Load pre-hook: refuse mask buffers no MADE of this shape could have saved (ValueError)."""
+    check_mask_buffers(
+        state_dict,
+        prefix,
+        num_masks=module.num_masks,
+        input_dim=module.input_dim,
+        hidden_dims=module.hidden_dims,
+        residual=module.residual,
+    )
 
 
 def _reapply_mask_after_load(module: nn.Module, incompatible_keys: Any) -> None:

@@ -14,12 +14,14 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 __all__ = [
     "as_permutation",
+    "check_mask_buffers",
     "connectivity",
     "hidden_degrees",
     "input_degrees",
@@ -164,3 +166,80 @@ def _best_below(
     idx = torch.searchsorted(sorted_deg, query, right=not strict) - 1
     result = running[idx.clamp(min=0)]
     return torch.where(idx >= 0, result, torch.full_like(result, -1))
+
+
+def check_mask_buffers(
+    state_dict: Mapping[str, Any],
+    prefix: str,
+    num_masks: int,
+    input_dim: int,
+    hidden_dims: Sequence[int],
+    residual: bool = False,
+) -> None:
+    """Refuse saved MADE buffers that no MADE of this shape could have written.
+
+    ``permutations`` must be ``(num_masks, input_dim)`` integer rows that are permutations (a
+    repeated index would leave an input without a degree), each ``degrees_l``
+    ``(num_masks, hidden_dims[l])`` integers in ``[0, input_dim - 1]`` (sorted along each row
+    with one mask, as the fast inversion expects; equal across layers for a residual MADE),
+    ``mask_index`` an integer scalar in ``[0, num_masks)``. Missing keys are left to
+    ``load_state_dict``'s own check.
+
+    Args:
+        state_dict: What is being loaded.
+        prefix: The MADE's key prefix in it (``"transforms.0.nn."``).
+        num_masks: ``K``.
+        input_dim: ``D``.
+        hidden_dims: Hidden widths.
+        residual: Whether the MADE is residual.
+
+    Raises:
+        ValueError: Naming the buffer and what is wrong with it.
+    """
+    k, d = num_masks, input_dim
+
+    def bad(name: str, what: str) -> ValueError:
+        return ValueError(
+            f"cannot load {prefix}{name}: {what}; the checkpoint is damaged or belongs to "
+            "another model"
+        )
+
+    def integers(name: str, shape: tuple[int, ...]) -> torch.Tensor | None:
+        t = state_dict.get(prefix + name)
+        if t is None:
+            return None
+        if not isinstance(t, torch.Tensor) or t.dtype.is_floating_point or t.dtype.is_complex:
+            raise bad(name, f"expected an integer tensor, got {getattr(t, 'dtype', type(t))}")
+        if t.dtype == torch.bool:
+            raise bad(name, "expected an integer tensor, got torch.bool")
+        if tuple(t.shape) != shape:
+            raise bad(name, f"expected shape {shape}, got {tuple(t.shape)}")
+        return t.detach().to("cpu", torch.int64)
+
+    perms = integers("permutations", (k, d))
+    if perms is not None:
+        expected = torch.arange(d)
+        for row, perm in enumerate(perms):
+            if not torch.equal(torch.sort(perm).values, expected):
+                counts = torch.bincount(perm.clamp(0, d), minlength=d + 1)[:d]
+                what = (
+                    f"entries outside [0, {d - 1}]"
+                    if ((perm < 0) | (perm >= d)).any()
+                    else f"input(s) {torch.nonzero(counts > 1).flatten().tolist()} repeated"
+                )
+                raise bad("permutations", f"row {row} is not a permutation of range({d}) ({what})")
+    first = None
+    for layer, width in enumerate(hidden_dims):
+        deg = integers(f"degrees_{layer}", (k, width))
+        if deg is None:
+            continue
+        if ((deg < 0) | (deg > max(d - 1, 0))).any():
+            raise bad(f"degrees_{layer}", f"degrees must lie in [0, {max(d - 1, 0)}]")
+        if k == 1 and (deg[0, 1:] < deg[0, :-1]).any():
+            raise bad(f"degrees_{layer}", "degrees must be sorted with a single mask")
+        if residual and first is not None and not torch.equal(deg, first):
+            raise bad(f"degrees_{layer}", "a residual MADE has equal degrees in every layer")
+        first = deg if first is None else first
+    index = integers("mask_index", ())
+    if index is not None and not 0 <= int(index) < k:
+        raise bad("mask_index", f"{int(index)} is not in [0, {k}) (num_masks={k})")

@@ -26,17 +26,37 @@ import torch
 from torch import nn
 
 from madeflow import distributed
-from madeflow.data.rows import Rows, RowSource, num_columns, take, to_device
-from madeflow.evaluation import evaluate_log_prob, mean_log_prob
+from madeflow.data.rows import Rows, take, to_device
+from madeflow.evaluation import (
+    NumericalError,
+    evaluate_log_prob,
+    is_numerical_failure,
+    mean_log_prob,
+)
+from madeflow.fit_checks import (
+    STATE_VERSION,
+    TrainingStateError,
+    check_args,
+    check_model,
+    check_numbers,
+    check_state,
+)
 
-__all__ = ["EpochEnd", "History", "NonFiniteLossError", "evaluate_log_prob", "fit"]
+__all__ = [
+    "EpochEnd",
+    "History",
+    "NonFiniteLossError",
+    "NumericalError",
+    "TrainingStateError",
+    "evaluate_log_prob",
+    "fit",
+]
 
-STATE_VERSION = 1
-LR_SCHEDULES = (None, "constant", "cosine")
+ADVICE = "try a lower learning rate, gradient clipping or standardised data"
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training or validation loss became NaN or infinite."""
+class NonFiniteLossError(NumericalError):
+    """The training or validation loss, or the parameters, became NaN or infinite."""
 
 
 @dataclass
@@ -161,7 +181,8 @@ def fit(
     ``r::world`` of every global mini-batch of ``batch_size`` and the gradients are all-reduced,
     so the parameters follow a one-process run up to floating-point summation order and are
     bitwise equal on all ranks; rank 0's model and ``state`` are copied to the others first. A
-    last mini-batch with fewer rows than ranks is skipped. With ``augment``, every rank reads and
+    last mini-batch with fewer than two rows per rank is merged into the one before it (batch
+    statistics need two rows). With ``augment``, every rank reads and
     augments the whole global batch (so the shared generator stays in step) and keeps its rows.
     On CUDA each rank uses ``cuda:LOCAL_RANK``. See :mod:`madeflow.distributed`.
 
@@ -198,7 +219,10 @@ def fit(
         The :class:`History`; the model holds the best-on-validation weights.
 
     Raises:
-        NonFiniteLossError: If a loss or a validation log-likelihood is NaN or infinite.
+        NonFiniteLossError: If a loss, a validation log-likelihood or a parameter becomes NaN or
+            infinite, or the model's values overflow on finite data (training diverged).
+        TrainingStateError: If ``state`` is damaged or belongs to another model.
+        TypeError: If the data are not tensors or row sources (e.g. NumPy arrays).
         ValueError: On inconsistent arguments or shapes.
         RuntimeError: If another rank fails or does not answer within
             :func:`madeflow.distributed.timeout`.
@@ -216,7 +240,9 @@ def fit(
         >>> len(hist.train_log_lik)
         5
     """
-    _check_args(train, val, train_context, val_context, batch_size, max_epochs, lr_schedule)
+    check_args(train, val, train_context, val_context, batch_size, max_epochs, lr_schedule)
+    check_model(model)
+    check_numbers(lr=lr, weight_decay=weight_decay, clip_grad_norm=clip_grad_norm)
     if device is None:
         param = next(iter(model.parameters()), None)
         device = param.device if param is not None else torch.device("cpu")
@@ -239,9 +265,14 @@ def fit(
     bad_epochs = 0
     start_epoch = 0
     if state is not None:
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"unsupported training state version {state.get('version')!r}")
-        model.load_state_dict(state["model"])
+        check_state(state, model)
+        try:
+            model.load_state_dict(
+                state["best_model"]
+            )  # checks its MADE buffers now, not at the end
+            model.load_state_dict(state["model"])
+        except ValueError as err:
+            raise TrainingStateError(str(err)) from err
         optimizer.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
@@ -269,10 +300,14 @@ def fit(
             model.train()
             order = torch.randperm(n, generator=gen).to(device)
             total, count = 0.0, 0
-            for step, start in enumerate(range(0, n, batch_size)):
-                idx = order[start : start + batch_size]
+            starts = list(range(0, n, batch_size))
+            if len(starts) > 1 and n - starts[-1] < 2 * par.world:
+                starts.pop()  # a tiny last batch joins the one before: batch norm needs 2 rows
+            for step, start in enumerate(starts):
+                stop = starts[step + 1] if step + 1 < len(starts) else n
+                idx = order[start:stop]
                 if len(idx) < par.world:
-                    break  # a last batch with fewer rows than ranks: some would have none
+                    break  # fewer rows than ranks: some would have none
                 mine = par.mine(idx)
                 if augment is None:
                     x = take(train, mine, device)
@@ -280,7 +315,15 @@ def fit(
                     # The whole global batch, so the shared generator draws the same on each rank.
                     x = par.mine(augment(take(train, idx, device), gen))
                 c = None if train_context is None else take(train_context, mine, device)
-                loss, batch_total = par.loss(par.log_prob(x, c), len(idx))
+                try:
+                    loss, batch_total = par.loss(par.log_prob(x, c), len(idx))
+                except ValueError as err:
+                    if not is_numerical_failure(err, x, c):
+                        raise  # the data's or the caller's fault: the model's own message
+                    raise NonFiniteLossError(
+                        f"training diverged at epoch {epoch}, step {step}: the model's values "
+                        f"became NaN or Inf on finite data; {ADVICE}"
+                    ) from err
                 if not math.isfinite(batch_total):
                     raise NonFiniteLossError(
                         f"training loss became {-batch_total / len(idx)} at epoch {epoch}, step "
@@ -296,6 +339,11 @@ def fit(
                 total += batch_total
                 count += len(idx)
             par.sync_buffers()
+            broken = next((k for k, p in model.named_parameters() if not p.isfinite().all()), None)
+            if broken is not None:
+                raise NonFiniteLossError(
+                    f"parameter {broken} became NaN or Inf at epoch {epoch}; {ADVICE}"
+                )
             train_ll = total / count
             history.train_log_lik.append(train_ll)
             history.epochs = epoch + 1
@@ -303,7 +351,13 @@ def fit(
             val_ll = None
             improved = True
             if val is not None:
-                val_ll = mean_log_prob(par, model, val, val_context, max(batch_size, 1000))
+                try:
+                    val_ll = mean_log_prob(par, model, val, val_context, max(batch_size, 1000))
+                except NumericalError as err:
+                    raise NonFiniteLossError(
+                        f"training diverged at epoch {epoch}: the model's values became NaN or "
+                        f"Inf on finite validation rows {err.rows}; {ADVICE}"
+                    ) from err
                 if not math.isfinite(val_ll):
                     raise NonFiniteLossError(
                         f"validation log-likelihood became {val_ll} at epoch {epoch}"
@@ -361,40 +415,3 @@ def fit(
     history.stopped = stopped
     history.seconds = time.perf_counter() - t0
     return history
-
-
-def _shape(data: Any) -> tuple[int, ...] | str:
-    """The shape of a tensor, ``(N, D)`` of a row source, or the type name of anything else."""
-    if isinstance(data, torch.Tensor):
-        return tuple(data.shape)
-    if isinstance(data, RowSource) and not isinstance(data, (list, tuple, dict, str)):
-        return (len(data), num_columns(data)) if len(data) else (0,)
-    return type(data).__name__
-
-
-def _check_args(
-    train: Rows,
-    val: Rows | None,
-    train_context: Rows | None,
-    val_context: Rows | None,
-    batch_size: int,
-    max_epochs: int,
-    lr_schedule: str | None,
-) -> None:
-    shape = _shape(train)
-    if not isinstance(shape, tuple) or len(shape) != 2 or shape[0] == 0:
-        raise ValueError(f"train must be a non-empty (N, D) tensor, got {shape}")
-    if val is not None:
-        val_shape = _shape(val)
-        ok = isinstance(val_shape, tuple) and len(val_shape) == 2 and val_shape[0] > 0
-        if not ok or val_shape[1] != shape[1]:
-            raise ValueError(f"val must be a non-empty (M, {shape[1]}) tensor, got {val_shape}")
-    for name, c, x in (("train_context", train_context, train), ("val_context", val_context, val)):
-        if c is not None and (x is None or len(c) != len(x)):
-            raise ValueError(f"{name} must have one row per example")
-    if val is not None and (train_context is None) != (val_context is None):
-        raise ValueError("give contexts for both train and val, or for neither")
-    if batch_size < 1 or max_epochs < 0:
-        raise ValueError("batch_size must be >= 1 and max_epochs >= 0")
-    if lr_schedule not in LR_SCHEDULES:
-        raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")

@@ -364,22 +364,22 @@ CASES: dict[str, Case] = {
     "cli-hidden-zero": Case(
         lambda e: [*FIT_TINY, "--hidden", "0", "--out", str(e.out)],
         2,
-        r"hidden_dims must be an integer >= 1, got 0",
+        r"argument --hidden: must be an integer >= 1, got 0",
     ),
     "cli-components-negative": Case(
         lambda e: [*FIT_TINY, "--model", "maf-mog", "--num-components", "-3", "--out", str(e.out)],
         2,
-        r"num_components must be an integer >= 1, got -3",
+        r"argument --num-components: must be an integer >= 1, got -3",
     ),
     "cli-lr-negative": Case(
         lambda e: [*FIT_TINY, "--lr", "-0.1", "--out", str(e.out)],
         2,
-        r"--lr must be a positive number, got -0\.1",
+        r"argument --lr: must be a finite number > 0, got -0\.1",
     ),
     "cli-batch-size-zero": Case(
         lambda e: [*FIT_TINY, "--batch-size", "0", "--out", str(e.out)],
         2,
-        r"--batch-size must be >= 1, got 0",
+        r"argument --batch-size: must be an integer >= 1, got 0",
     ),
     "cli-unknown-model": Case(
         lambda e: [*FIT_TINY, "--model", "realnvp", "--out", str(e.out)],

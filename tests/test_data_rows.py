@@ -62,7 +62,7 @@ def test_fit_on_a_row_source_reads_batches_and_equals_fit_on_the_tensor():
 
 def test_fit_rejects_what_is_not_rows():
     model = GaussianMADE(2, [8], seed=0)
-    with pytest.raises(ValueError, match=r"train must be a non-empty \(N, D\) tensor, got list"):
+    with pytest.raises(TypeError, match=r"train must be a torch\.Tensor .*got list; convert"):
         fit(model, [[0.0, 1.0]], max_epochs=1)
     with pytest.raises(ValueError, match=r"got \(0,\)"):
         fit(model, ListRows(torch.zeros(0, 2)), max_epochs=1)

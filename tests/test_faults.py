@@ -185,11 +185,13 @@ def test_crafted_pickles_never_run(tmp_path, capsys):
     assert marker.exists()
     marker.unlink()
 
+    saved = (run / "model.pt").read_bytes()
     _evil(run / "model.pt", marker)
     with pytest.raises(CheckpointError, match="cannot load checkpoint .* safely"):
         load_run(run)
     assert cli.main(["evaluate", str(run)]) == 4
     assert capsys.readouterr().err.count("\n") == 1
+    (run / "model.pt").write_bytes(saved)  # resuming checks model.pt before train_state.pt
     _evil(run / "train_state.pt", marker)
     assert cli.main(["fit", "--resume", "--out", str(run), "--quiet"]) == 4
     assert "safely" in capsys.readouterr().err

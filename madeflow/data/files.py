@@ -1,7 +1,8 @@
 """Load user data from files, split it reproducibly, and standardise it.
 
-:func:`load_array` reads ``.npy``, ``.npz``, ``.csv`` (header detected) and ``.pt`` files into an
-``(N, D)`` float tensor with errors that say what is wrong and where. :func:`split` makes a fixed,
+:func:`load_array` reads ``.npy``, ``.npz``, ``.csv`` and ``.pt`` files into an ``(N, D)`` float
+tensor with errors that say what is wrong and where (CSV rules: :mod:`madeflow.data.csv_reader`;
+a first line ``1.5,2.O`` is a typo, not a header). :func:`split` makes a fixed,
 seeded train/val/test split. :class:`Standardizer` maps data to zero mean and unit variance using
 training statistics only, and gives the log-Jacobian so likelihoods can be reported in the
 original units.
@@ -9,9 +10,10 @@ original units.
 
 from __future__ import annotations
 
-import csv
+import errno
 import math
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -36,44 +38,11 @@ class Split(NamedTuple):
     test: torch.Tensor
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    with path.open(newline="") as f:
-        rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
-    if not rows:
-        raise DataError(f"{path} is empty")
-
-    def is_number(cell: str) -> bool:
-        try:
-            float(cell)
-        except ValueError:
-            return False
-        return True
-
-    first = 1 if not all(is_number(c) for c in rows[0]) else 0  # a header row
-    body = rows[first:]
-    if not body:
-        raise DataError(f"{path} has a header but no data rows")
-    width = len(rows[0])
-    out = np.empty((len(body), width), dtype=np.float64)
-    for i, row in enumerate(body):
-        line = i + first + 1
-        if len(row) != width:
-            raise DataError(
-                f"{path}: line {line} has {len(row)} columns, expected {width} (ragged rows)"
-            )
-        for j, cell in enumerate(row):
-            try:
-                out[i, j] = float(cell)
-            except ValueError:
-                raise DataError(
-                    f"{path}: line {line}, column {j + 1} is not a number: {cell.strip()!r}"
-                ) from None
-    return out
-
-
 def _read_npz(path: Path, key: str | None) -> np.ndarray:
     with np.load(path, allow_pickle=False) as z:
         names = list(z.files)
+        if not names:
+            raise DataError(f"{path} holds no arrays")
         if key is None:
             if len(names) != 1:
                 raise DataError(f"{path} holds several arrays {names}; choose one with {path}:NAME")
@@ -89,7 +58,8 @@ def load_array(
     """Read an ``(N, D)`` data matrix from a file.
 
     Args:
-        path: A ``.npy``, ``.npz``, ``.csv`` or ``.pt`` file. For ``.npz`` with several arrays,
+        path: A ``.npy``, ``.npz``, ``.csv`` (see the module docstring for its rules) or ``.pt``
+            file. For ``.npz`` with several arrays,
             ``key`` (or ``file.npz:NAME``) picks one. ``.pt`` files must hold a tensor and are
             read with ``weights_only=True``. A 1-D array is read as ``N`` one-dimensional points.
         key: Array name inside an ``.npz`` file.
@@ -105,10 +75,9 @@ def load_array(
     if key is None and ".npz:" in text:
         text, key = text.rsplit(":", 1)
     p = Path(text)
-    if not p.exists():
-        raise DataError(f"data file not found: {p}")
-    if not p.is_file():
-        raise DataError(f"not a file: {p}")
+    problem = path_problem(p)
+    if problem is not None:
+        raise DataError(problem)
     if p.stat().st_size == 0:
         raise DataError(f"{p} is empty")
     suffix = p.suffix.lower()
@@ -118,7 +87,9 @@ def load_array(
         elif suffix == ".npz":
             arr = _read_npz(p, key)
         elif suffix == ".csv":
-            arr = _read_csv(p)
+            from madeflow.data.csv_reader import read_csv  # it imports DataError from here
+
+            arr = read_csv(p)
         elif suffix == ".pt":
             obj = torch.load(p, map_location="cpu", weights_only=True)
             if not isinstance(obj, torch.Tensor):
@@ -139,7 +110,61 @@ def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype) -> torch.Tensor:
     bad = ~np.isfinite(arr).all(axis=1)
     if bad.any():
         raise nonfinite_error(path, np.flatnonzero(bad))
-    return torch.from_numpy(arr).to(dtype)
+    x = torch.from_numpy(arr).to(dtype)
+    check_range(x, path)
+    return x
+
+
+def check_range(x: torch.Tensor, path: str | os.PathLike, first_row: int = 0) -> None:
+    """Refuse finite values that became infinite when converted to ``x``'s dtype.
+
+    Args:
+        x: ``(N, D)`` data already converted (e.g. float64 values cast to float32).
+        path: Its file, for the message.
+        first_row: Row number of ``x[0]`` in the file (for data checked in chunks).
+
+    Raises:
+        DataError: Naming the rows (0-based) and the dtype's range.
+    """
+    bad = ~torch.isfinite(x).all(dim=1)
+    if bool(bad.any()):
+        rows = (torch.nonzero(bad).flatten() + first_row).tolist()
+        shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
+        limit = torch.finfo(x.dtype).max
+        name = str(x.dtype).replace("torch.", "")
+        raise DataError(
+            f"{path} has values beyond the range of {name} (|x| > {limit:.3g}) in {len(rows)} "
+            f"row(s) (0-based): {shown}; rescale the data"
+        )
+
+
+def path_problem(path: str | os.PathLike, what: str = "data file") -> str | None:
+    """Why ``path`` cannot be read as a regular file, or ``None`` if it can.
+
+    Tells apart a missing file, a broken symbolic link, a symbolic link loop and something that
+    is not a regular file (a folder, a device).
+
+    Args:
+        path: The path.
+        what: What the file is, for the message (``"data file"``, ``"checkpoint"``...).
+
+    Returns:
+        A message naming the path, or ``None``.
+    """
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return f"{p} is a symbolic link loop; point it at a real {what}"
+        if os.path.islink(p):
+            return f"{p} is a broken symbolic link (to {os.readlink(p)}); fix or remove it"
+        if err.errno in (errno.ENOENT, errno.ENOTDIR):
+            return f"{what} not found: {p}"
+        return f"cannot open {p}: {err.strerror or err}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"not a file: {p}"
+    return None
 
 
 def as_matrix(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
@@ -169,10 +194,15 @@ def as_matrix(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
     return arr
 
 
-def nonfinite_error(path: str | os.PathLike, rows: np.ndarray) -> DataError:
-    """The error for rows holding NaN or Inf, naming the first ten (0-based)."""
-    shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
-    return DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}")
+def nonfinite_error(
+    path: str | os.PathLike, rows: np.ndarray, lines: list[int] | None = None
+) -> DataError:
+    """The error for rows holding NaN or Inf, naming the first ten (0-based; and text lines)."""
+    more = " ..." if len(rows) > 10 else ""
+    shown = ", ".join(str(r) for r in rows[:10]) + more
+    where = "" if lines is None else f" (line{'s' * (len(lines) > 1)} "
+    where += "" if lines is None else ", ".join(str(n) for n in lines[:10]) + more + ")"
+    return DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}{where}")
 
 
 def split_indices(
@@ -254,8 +284,13 @@ class Standardizer(nn.Module):
     @classmethod
     def fit(cls, train: torch.Tensor, min_std: float = 1e-6) -> Standardizer:
         """Fit mean and standard deviation on ``train`` ``(N, D)``."""
-        std = train.std(0) if train.shape[0] > 1 else torch.ones_like(train[0])
-        return cls.from_moments(train.mean(0), std, train.abs().amax(0), min_std)
+        abs_max = train.abs().amax(0)
+        # Divide by each column's largest magnitude first: squares of values near the dtype's
+        # limit (1e300 in float64) would overflow.
+        scale = torch.where(abs_max > 0, abs_max, torch.ones_like(abs_max))
+        unit = train / scale
+        std = unit.std(0) * scale if train.shape[0] > 1 else torch.ones_like(train[0])
+        return cls.from_moments(unit.mean(0) * scale, std, abs_max, min_std)
 
     @classmethod
     def from_moments(

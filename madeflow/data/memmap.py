@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from madeflow.data.files import DataError, as_matrix, nonfinite_error
+from madeflow.data.files import DataError, as_matrix, check_range, nonfinite_error, path_problem
 
 __all__ = ["CHUNK_ELEMENTS", "MemmapRows", "load_memmap"]
 
@@ -167,8 +167,9 @@ def load_memmap(
             not numeric, not ``(N, D)``, fewer than two rows, NaN or Inf with their rows).
     """
     p = Path(path)
-    if not p.is_file():
-        raise DataError(f"data file not found: {p}" if not p.exists() else f"not a file: {p}")
+    problem = path_problem(p)
+    if problem is not None:
+        raise DataError(problem)
     if p.suffix.lower() != ".npy":
         raise DataError(f"memory-mapped data must be a .npy file, got {p}")
     if p.stat().st_size == 0:
@@ -188,4 +189,8 @@ def load_memmap(
                 bad.append(np.flatnonzero(~finite) + start)
         if bad:
             raise nonfinite_error(p, np.concatenate(bad))
+        if np.finfo(arr.dtype).max > torch.finfo(dtype).max:
+            for start in range(0, arr.shape[0], step):  # values that overflow ``dtype``
+                block = np.array(arr[start : start + step], dtype=np.float64)
+                check_range(torch.from_numpy(block).to(dtype), p, first_row=start)
     return MemmapRows(arr, dtype=dtype)

@@ -146,7 +146,10 @@ class MADEDensity(nn.Module):
     def _check_x(self, x: torch.Tensor) -> torch.Tensor:
         """Validate data to be scored and return it in the module's dtype."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+            raise TypeError(
+                f"x must be a torch.Tensor, got {type(x).__name__}; convert it with "
+                "torch.as_tensor(x)"
+            )
         if x.dim() == 0 or x.shape[-1] != self.input_dim:
             raise ValueError(
                 f"x must have last dimension input_dim={self.input_dim}, got shape {tuple(x.shape)}"
@@ -176,6 +179,11 @@ class MADEDensity(nn.Module):
 
     def _check_context(self, context: torch.Tensor | None) -> torch.Size:
         """Validate a context and return its batch shape."""
+        if context is not None and not isinstance(context, torch.Tensor):
+            raise TypeError(
+                f"context must be a torch.Tensor, got {type(context).__name__}; convert it with "
+                "torch.as_tensor(context)"
+            )
         if self.context_dim:
             if context is None:
                 raise ValueError(

@@ -107,8 +107,12 @@ class GaussianMixtureMADE(MADEDensity):
             noise: Uniforms ``(*batch, n)``.
 
         Returns:
-            ``(*batch, n)``.
+            ``(*batch, n)``, in the noise's dtype. Half-precision noise is solved in float32
+            (``ndtri`` has no half-precision kernel, and 10 bits cannot hold the remainder).
         """
+        if noise.dtype in (torch.float16, torch.bfloat16):
+            wide = tuple(p.float() for p in params)
+            return self.step(wide, noise.float()).to(noise.dtype)
         loc, scale, logits = self._components(params)
         weights = torch.softmax(logits, -1)
         cdf = weights.cumsum(-1)

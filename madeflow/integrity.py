@@ -1,0 +1,309 @@
+"""Run-folder integrity: validate what a run folder holds, and notice tampering and drift.
+
+Everything :func:`madeflow.load_run` and ``madeflow fit --resume`` read is checked before
+anything is built from it:
+
+* :func:`check_config`: every value of ``config.json`` has the right type and a sane range
+  (model sizes are capped by :func:`madeflow.models.model_config`), so a tampered file is refused
+  with one line naming the key instead of building ``10**6`` layers or reading ``"false"`` as
+  true.
+* :func:`check_checkpoint`: ``model.pt`` holds the fields a run writes, its weights are finite
+  tensors of the right kind, batch-norm variances and standardisation scales are positive. MADE
+  orderings and degrees are checked by :class:`madeflow.MADE` itself when loaded.
+* Fingerprints (:func:`fingerprint`): ``config.json`` records the SHA-256, size and shape of the
+  training data file and the SHA-256 and size of ``model.pt``. A ``model.pt`` that is not the one
+  this run wrote is refused (:func:`check_model_file`); a data file that changed since ``fit`` is
+  reported by :func:`data_drift`, and each command decides (see ``docs/reliability.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from madeflow.checkpoint import FORMAT_VERSION, CheckpointError
+
+__all__ = [
+    "MAX_TOY_SIZE",
+    "RunWarning",
+    "check_checkpoint",
+    "check_config",
+    "check_model_file",
+    "data_drift",
+    "data_path",
+    "fingerprint",
+]
+
+MAX_TOY_SIZE = 10**7
+"""Most points a run may draw from a toy density (160 MB as float64)."""
+
+DATA_KINDS = ("digits", "digits-binary", "toy", "file")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+
+
+class RunWarning(UserWarning):
+    """A run folder was used although something in it changed (``force=True``)."""
+
+
+# ----------------------------------------------------------------------------- config.json
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_config(config: Any, where: str | os.PathLike) -> dict[str, Any]:
+    """Check every value of a run's ``config.json`` before anything is built from it.
+
+    Args:
+        config: The parsed JSON.
+        where: The file, for messages.
+
+    Returns:
+        ``config``, unchanged.
+
+    Raises:
+        CheckpointError: One line naming the first bad key, its value and what it must be.
+    """
+
+    def fail(key: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {key} {what}; restore the file or start a new run")
+
+    if not isinstance(config, dict):
+        raise fail("the file", f"holds a {type(config).__name__}, not a JSON object")
+    version = config.get("format_version")
+    if not _is_int(version) or version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{where} has format version {version!r}; this madeflow reads {FORMAT_VERSION}"
+        )
+    for section in ("data", "model", "training"):
+        if not isinstance(config.get(section), dict):
+            raise fail(section, f"must be a JSON object, got {config.get(section)!r}")
+
+    def need(section: str, key: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise fail(f"{section}.{key}", f"must be {what}, got {config[section].get(key)!r}")
+
+    data = config["data"]
+    need("data", "kind", data.get("kind") in DATA_KINDS, f"one of {DATA_KINDS}")
+    need("data", "source", isinstance(data.get("source"), str) and data["source"] != "", "a name")
+    if data["kind"] == "toy":
+        from madeflow.data.toy import TOY_DATASETS
+
+        need("data", "source", data["source"] in TOY_DATASETS, f"one of {sorted(TOY_DATASETS)}")
+    need("data", "seed", _is_int(data.get("seed")), "an integer")
+    size = data.get("toy_size")
+    need("data", "toy_size", _is_int(size) and 3 <= size <= MAX_TOY_SIZE, f"in [3, {MAX_TOY_SIZE}]")
+    alpha = data.get("alpha")
+    need("data", "alpha", _is_real(alpha) and 0 < alpha < 0.5, "a number in (0, 0.5)")
+    for key in ("standardize", "mmap"):
+        need("data", key, isinstance(data.get(key), bool), "true or false")
+
+    model = config["model"]
+    from madeflow.models import model_config
+
+    try:
+        options = model.get("options")
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a JSON object, got {options!r}")
+        model_config(model.get("name"), model.get("input_dim"), **options)
+    except (TypeError, ValueError) as err:
+        raise fail("model", f"is invalid: {err}") from None
+
+    t = config["training"]
+    for key, low in (("max_epochs", 0), ("batch_size", 1), ("patience", 0)):
+        need("training", key, _is_int(t.get(key)) and t[key] >= low, f"an integer >= {low}")
+    need("training", "lr", _is_real(t.get("lr")) and t["lr"] > 0, "a finite number > 0")
+    for key in ("weight_decay", "clip_grad"):
+        need("training", key, _is_real(t.get(key)) and t[key] >= 0, "a finite number >= 0")
+    need("training", "seed", _is_int(t.get("seed")), "an integer")
+    need("training", "dequantize", isinstance(t.get("dequantize"), bool), "true or false")
+
+    prints = config.get("fingerprints", {})
+    if not isinstance(prints, dict) or set(prints) - {"data", "model"}:
+        raise fail("fingerprints", "must be an object with 'data' and 'model' entries")
+    for name, entry in prints.items():
+        if not _valid_fingerprint(entry):
+            raise fail(f"fingerprints.{name}", "must hold a sha256 (64 hex digits) and a size")
+    return config
+
+
+def _valid_fingerprint(entry: Any) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str):
+        return False
+    if not _SHA256.fullmatch(entry["sha256"]) or not _is_int(entry.get("size")):
+        return False
+    shape = entry.get("shape")
+    return shape is None or (isinstance(shape, list) and all(_is_int(n) for n in shape))
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """SHA-256 and size of a file, read in 1 MiB chunks.
+
+    Args:
+        path: A file.
+
+    Returns:
+        ``{"sha256": hex digest, "size": bytes}``.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"sha256": digest.hexdigest(), "size": size}
+
+
+def _same(recorded: dict[str, Any], path: Path) -> tuple[bool, str]:
+    """Whether ``path`` still has the recorded fingerprint, and how it differs if not."""
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        return False, f"cannot be read ({err.strerror})"
+    if size != recorded["size"]:
+        return False, f"its size changed from {recorded['size']} to {size} bytes"
+    if fingerprint(path)["sha256"] != recorded["sha256"]:
+        return False, "its contents changed (same size, different SHA-256)"
+    return True, ""
+
+
+def check_model_file(
+    folder: Path, config: dict[str, Any], force: bool = False, action: str = "using it"
+) -> None:
+    """Refuse a ``model.pt`` that is not the one this run wrote (its fingerprint differs).
+
+    A ``config.json`` without a model fingerprint (a run killed while saving, or written by an
+    older madeflow) gives a :class:`RunWarning` and no check.
+
+    Args:
+        folder: The run folder.
+        config: Its checked config.
+        force: Warn (:class:`RunWarning`) instead of refusing.
+        action: What would happen to the file, for the message (``"resuming would overwrite
+            it"``).
+
+    Raises:
+        CheckpointError: If the fingerprint recorded in ``config.json`` does not match.
+    """
+    import warnings
+
+    recorded = config.get("fingerprints", {}).get("model")
+    path = folder / "model.pt"
+    if not path.is_file():
+        return  # a missing file gets load_tensors' own message, and a fresh resume writes it
+    if recorded is None:
+        warnings.warn(
+            f"{folder}/config.json records no fingerprint of model.pt, so it cannot be checked "
+            f"(the run was killed while saving, or an older madeflow wrote it); madeflow fit "
+            f"--resume --out {folder} records one",
+            RunWarning,
+            stacklevel=3,
+        )
+        return
+    same, how = _same(recorded, path)
+    if same:
+        return
+    problem = (
+        f"{path} is not the model this run saved ({how}): it may come from another run, or "
+        "the run was killed while saving it"
+    )
+    if not force:
+        raise CheckpointError(
+            f"{problem}; restore it, or pass --force (force=True) to go on {action}"
+        )
+    warnings.warn(f"{problem}; going on {action} (--force)", RunWarning, stacklevel=3)
+
+
+def data_path(data: dict[str, Any]) -> Path | None:
+    """The file a run's ``data`` section reads (``None`` for digits and toy data)."""
+    if data["kind"] != "file":
+        return None
+    path, _, key = data["source"].partition(".npz:")
+    return Path(path + ".npz" if key else path)
+
+
+def data_drift(config: dict[str, Any]) -> str | None:
+    """How the training data file differs from the one ``fit`` read, or ``None``.
+
+    Args:
+        config: A checked run config.
+
+    Returns:
+        ``None`` if the file is unchanged, missing (its reader says so), not a file, or no
+        fingerprint was recorded; else a sentence naming the file and what changed.
+    """
+    path = data_path(config["data"])
+    recorded = config.get("fingerprints", {}).get("data")
+    if path is None or recorded is None or not path.is_file():
+        return None
+    same, how = _same(recorded, path)
+    return None if same else f"the data file {path} changed since this run was fitted ({how})"
+
+
+# ----------------------------------------------------------------------------- model.pt
+def check_checkpoint(
+    ckpt: dict[str, Any], model: torch.nn.Module, config: dict[str, Any], where: Path
+) -> None:
+    """Check the fields and tensors of a loaded ``model.pt`` against the model they are for.
+
+    Args:
+        ckpt: From :func:`madeflow.checkpoint.load_tensors`.
+        model: The freshly built model (not yet loaded).
+        config: The run's checked config.
+        where: The file, for messages.
+
+    Raises:
+        CheckpointError: Naming the field and the problem.
+    """
+
+    def fail(what: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {what}; the file is damaged or not from this run")
+
+    state = ckpt.get("model")
+    if not isinstance(state, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise fail("'model' is not a state_dict of tensors")
+    own = model.state_dict()
+    for key, value in state.items():
+        mine = own.get(key)
+        if mine is None:
+            continue  # load_state_dict names unexpected keys
+        if value.is_floating_point() != mine.is_floating_point():
+            raise fail(f"{key} has dtype {value.dtype}, expected {mine.dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise fail(f"{key} holds NaN or Inf")
+        if key.endswith("running_var") and not bool((value > 0).all()):
+            raise fail(f"{key} holds a variance <= 0")
+    space = ckpt.get("data_space", {})
+    if not isinstance(space, dict) or set(space) not in (set(), {"mean", "std"}):
+        raise fail("'data_space' must be empty or hold 'mean' and 'std'")
+    standardized = config["data"]["standardize"]
+    if bool(space) != standardized:
+        say = "holds" if space else "lacks"
+        raise fail(
+            f"it {say} standardisation statistics but config.json says standardize="
+            f"{str(standardized).lower()}"
+        )
+    d = config["model"]["input_dim"]
+    for name, value in space.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            raise fail(f"data_space.{name} is not a floating tensor")
+        if tuple(value.shape) != (d,):
+            raise fail(f"data_space.{name} has shape {tuple(value.shape)}, expected ({d},)")
+        if not bool(torch.isfinite(value).all()):
+            raise fail(f"data_space.{name} holds NaN or Inf")
+    if space and not bool((space["std"] > 0).all()):
+        raise fail("data_space.std holds a scale <= 0")
