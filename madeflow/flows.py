@@ -7,16 +7,13 @@ from typing import Any
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.conditional import (
-    ConditionalDistribution,
-    ConditionalTransformedDistribution,
-)
+from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
 from madeflow.density import GaussianMixtureMADE
 from madeflow.density.base import _check_finite_context
 from madeflow.made import MADE
-from madeflow.modes import is_eager
+from madeflow.modes import is_eager, validate_args
 from madeflow.transforms.batchnorm import BatchNormTransform
 from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
 from madeflow.transforms.maf import ConditionalMAFTransform, MAFTransform
@@ -69,7 +66,7 @@ class _Flow(nn.Module):
     def _base(self, context: torch.Tensor | None) -> dist.TorchDistribution:
         if self.base_density is not None:
             return self.base_density(context)
-        base = dist.Normal(self.loc, self.scale).to_event(1)
+        base = dist.Normal(self.loc, self.scale, validate_args=validate_args()).to_event(1)
         return base if context is None else base.expand(context.shape[:-1])
 
     def _check_context(self, context: torch.Tensor | None) -> None:
@@ -101,14 +98,13 @@ class _Flow(nn.Module):
             A :class:`pyro.distributions.TransformedDistribution` with event shape ``(D,)``.
         """
         self._check_context(context)
-        if context is None:
-            # Under compile/trace/func, Pyro's support check would branch on data.
-            validate = None if is_eager() else False
-            return dist.TransformedDistribution(
-                self._base(None), list(self.transforms), validate_args=validate
-            )
-        base = _ConditionalBase(self._base)
-        return ConditionalTransformedDistribution(base, list(self.transforms)).condition(context)
+        transforms = [
+            t.condition(context) if isinstance(t, ConditionalTransformModule) else t
+            for t in self.transforms
+        ]
+        return dist.TransformedDistribution(
+            self._base(context), transforms, validate_args=validate_args()
+        )
 
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Exact log-density.
@@ -145,16 +141,6 @@ class _Flow(nn.Module):
             ``(*sample_shape, *batch, D)``.
         """
         return self(context).sample(torch.Size(sample_shape))
-
-
-class _ConditionalBase(ConditionalDistribution):
-    """Adapter: a callable ``context -> distribution`` as a Pyro conditional distribution."""
-
-    def __init__(self, fn: Any) -> None:
-        self.fn = fn
-
-    def condition(self, context: torch.Tensor) -> dist.TorchDistribution:
-        return self.fn(context)
 
 
 def _check_batch(x: torch.Tensor, context: torch.Tensor | None) -> torch.Size:

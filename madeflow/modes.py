@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["is_eager"]
+__all__ = ["is_eager", "validate_args"]
 
 
 def is_eager() -> bool:
@@ -37,3 +37,16 @@ def is_eager() -> bool:
     if torch.jit.is_tracing() or torch.jit.is_scripting():
         return False
     return not torch._C._are_functorch_transforms_active()
+
+
+def validate_args() -> bool | None:
+    """The ``validate_args`` for a distribution built now.
+
+    ``None`` (the global default) in eager mode; ``False`` under a program transform, where a
+    support check would branch on data. The global default alone will not do: the first
+    ``torch.compile`` of a process turns it off for good, and a user may turn it back on.
+
+    Returns:
+        ``None`` or ``False``.
+    """
+    return None if is_eager() else False

@@ -139,6 +139,13 @@ def _mask_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
+def _diverged(epoch: int, step: int, detail: str) -> NonFiniteLossError:
+    return NonFiniteLossError(
+        f"training diverged at epoch {epoch}, step {step}{detail}: the model's values became "
+        f"NaN or Inf on finite data; {ADVICE}"
+    )
+
+
 def _lr_factor(schedule: str | None, epoch: int, max_epochs: int) -> float:
     if schedule in (None, "constant"):
         return 1.0
@@ -320,15 +327,11 @@ def fit(
                 except ValueError as err:
                     if not is_numerical_failure(err, x, c):
                         raise  # the data's or the caller's fault: the model's own message
-                    raise NonFiniteLossError(
-                        f"training diverged at epoch {epoch}, step {step}: the model's values "
-                        f"became NaN or Inf on finite data; {ADVICE}"
-                    ) from err
+                    raise _diverged(epoch, step, "") from err
+                # Without distribution validation (torch.compile turns it off for the whole
+                # process) the same failure arrives as a NaN loss: one message for both.
                 if not math.isfinite(batch_total):
-                    raise NonFiniteLossError(
-                        f"training loss became {-batch_total / len(idx)} at epoch {epoch}, step "
-                        f"{step}; try a lower learning rate, gradient clipping or standardised data"
-                    )
+                    raise _diverged(epoch, step, f" (loss {-batch_total / len(idx)})")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip_grad_norm is not None:

@@ -56,6 +56,14 @@ def float64_default():
     torch.set_default_dtype(old)
 
 
+@pytest.fixture(autouse=True)
+def distribution_validation():
+    """Restore distribution validation: the first torch.compile turns it off process-wide."""
+    old = torch.distributions.Distribution._validate_args
+    yield
+    torch.distributions.Distribution.set_default_validate_args(old)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread: tiny models run faster, and steadier on a shared machine.

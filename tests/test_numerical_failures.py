@@ -92,7 +92,7 @@ API_CASES: dict[str, ApiCase] = {
     "diverge-made": ApiCase(
         lambda: _fit(mf.GaussianMADE(2, [8]), lr=1e10),
         mf.NonFiniteLossError,
-        r"training loss became (inf|nan).*lower learning rate",
+        r"diverged at epoch 0, step \d+ \(loss (inf|nan)\).*lower learning rate",
     ),
     "lr-inf": ApiCase(
         lambda: _fit(_maf(), lr=float("inf")),
