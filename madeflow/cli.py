@@ -175,6 +175,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     f.add_argument("--quiet", action="store_true", help="no progress bar, only the results")
     f.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the training loss with torch.compile: 10-20 s of compilation first, then "
+        "about 15%% faster steps for small models on CPU (docs/benchmarks.md)",
+    )
+    f.add_argument(
         "--threads",
         type=_integer(1, 1024),
         help="CPU threads for torch (default 1: these small matrices gain little from more "

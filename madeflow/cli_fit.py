@@ -376,6 +376,7 @@ def _fit_locked(
             callback=checkpoint,
             state=state,
             augment=data.space.augmenter() if t.get("dequantize") else None,
+            compile=getattr(args, "compile", False),
         )
     except KeyboardInterrupt:
         if main:

@@ -204,3 +204,34 @@ def test_evaluate_log_prob_no_grad_and_mask_ensemble():
     assert not got.requires_grad
     assert torch.allclose(got, model.ensemble_log_prob(x))
     assert not torch.allclose(got, model.log_prob(x))
+
+
+def test_compile_option_trains_the_same_parameters(monkeypatch):
+    from madeflow import MAF
+
+    compiled = []
+    real = torch.compile
+
+    def recording(fn, **kwargs):  # aot_eager: the compiled graphs without inductor's build time
+        compiled.append(fn)
+        return real(fn, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch, "compile", recording)
+    data = toy_data("moons", 200, seed=1, dtype=torch.float64)
+    runs = []
+    for use_compile in (False, True):
+        torch.manual_seed(0)
+        model = MAF(2, num_transforms=2, hidden_dims=[16], seed=0)
+        fit(
+            model,
+            data[:150],
+            data[150:],
+            max_epochs=2,
+            batch_size=32,
+            progress=False,
+            compile=use_compile,
+        )
+        runs.append(_params(model))
+    assert len(compiled) == 1
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
