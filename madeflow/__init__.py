@@ -16,7 +16,6 @@ The public API, flat:
 
 from madeflow.autoguide import AutoIAF
 from madeflow.checkpoint import CheckpointError
-from madeflow.checks import AutoregressiveError, check_autoregressive
 from madeflow.density import (
     BernoulliMADE,
     GaussianMADE,
@@ -27,10 +26,11 @@ from madeflow.density import (
 from madeflow.evaluation import NumericalError
 from madeflow.flows import IAF, MAF
 from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
-from madeflow.layers import MaskedLinear
-from madeflow.made import MADE
 from madeflow.models import build_model
-from madeflow.pyro_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
+from madeflow.nn.checks import AutoregressiveError, check_autoregressive
+from madeflow.nn.linear import MaskedLinear
+from madeflow.nn.made import MADE
+from madeflow.nn.pyro import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from madeflow.runs import load_run
 from madeflow.training import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
 from madeflow.transforms import (

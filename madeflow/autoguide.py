@@ -14,7 +14,7 @@ from pyro.infer.autoguide.initialization import init_to_median
 from pyro.nn import PyroParam
 from torch import nn
 
-from madeflow.made import MADE
+from madeflow.nn.made import MADE
 from madeflow.transforms.iaf import IAFTransform
 
 __all__ = ["AutoIAF"]

@@ -37,8 +37,8 @@ from typing import Any, Union
 
 import torch
 
-from madeflow.made import MADE
-from madeflow.masks import mask_from_degrees
+from madeflow.nn.made import MADE
+from madeflow.nn.masks import mask_from_degrees
 
 __all__ = ["block_size", "fast_autoregressive_solve"]
 

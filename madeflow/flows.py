@@ -12,8 +12,8 @@ from torch import nn
 
 from madeflow.density import GaussianMixtureMADE
 from madeflow.density.base import _check_finite_context
-from madeflow.made import MADE
 from madeflow.modes import is_eager, validate_args
+from madeflow.nn.made import MADE
 from madeflow.transforms.batchnorm import BatchNormTransform
 from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
 from madeflow.transforms.maf import ConditionalMAFTransform, MAFTransform

@@ -16,8 +16,8 @@ from collections.abc import Callable
 import torch
 
 from madeflow.engine import fast_autoregressive_solve
-from madeflow.made import MADE, Params
 from madeflow.modes import is_eager
+from madeflow.nn.made import MADE, Params
 
 __all__ = [
     "Step",

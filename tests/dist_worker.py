@@ -30,7 +30,7 @@ import madeflow
 from madeflow import distributed
 from madeflow.data import MemmapRows
 from madeflow.density import GaussianMADE
-from madeflow.layers import MaskedLinear
+from madeflow.nn.linear import MaskedLinear
 
 SEED = 7
 

@@ -22,8 +22,8 @@ from torch import nn
 from torch.distributions import Distribution, constraints
 
 from madeflow.inversion import autoregressive_solve
-from madeflow.made import MADE, Params
 from madeflow.modes import is_eager
+from madeflow.nn.made import MADE, Params
 
 __all__ = ["MADEDensity", "soft_clamp"]
 

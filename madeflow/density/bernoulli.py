@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Bernoulli, Distribution, constraints
 
 from madeflow.density.base import MADEDensity
-from madeflow.made import Params
+from madeflow.nn.made import Params
 
 __all__ = ["BernoulliMADE"]
 

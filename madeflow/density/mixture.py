@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal
 
 from madeflow.density.base import MADEDensity, soft_clamp
-from madeflow.made import Params
+from madeflow.nn.made import Params
 
 __all__ = ["GaussianMixtureMADE"]
 

@@ -13,7 +13,7 @@ from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 
 from madeflow.inversion import Step, autoregressive_solve, ordered_loop
-from madeflow.made import MADE, Params
+from madeflow.nn.made import MADE, Params
 
 __all__ = [
     "ConditionalAutoregressive",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from madeflow.made import MADE
+from madeflow.nn.made import MADE
 from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
 from madeflow.transforms.maf import ConditionalMAFTransform, MAFTransform
 

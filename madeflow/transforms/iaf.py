@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.made import Params
 from madeflow.modes import is_eager
+from madeflow.nn.made import Params
 from madeflow.transforms._autoregressive import (
     ConditionalAutoregressive,
     TransientCache,

@@ -8,7 +8,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.made import Params
+from madeflow.nn.made import Params
 from madeflow.transforms._autoregressive import (
     ConditionalAutoregressive,
     TransientCache,

@@ -8,7 +8,7 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.masks import as_permutation
+from madeflow.nn.masks import as_permutation
 from madeflow.transforms._autoregressive import TransientCache
 
 __all__ = ["PermuteTransform"]

@@ -9,15 +9,15 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from madeflow.layers import MaskedLinear
-from madeflow.masks import (
+from madeflow.nn.linear import MaskedLinear
+from madeflow.nn.masks import (
     as_permutation,
     check_mask_buffers,
     connectivity,
     input_degrees,
     mask_from_degrees,
 )
-from madeflow.masks import hidden_degrees as draw_hidden_degrees
+from madeflow.nn.masks import hidden_degrees as draw_hidden_degrees
 
 __all__ = ["MADE"]
 

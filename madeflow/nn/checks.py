@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from madeflow.masks import as_permutation, input_degrees
+from madeflow.nn.masks import as_permutation, input_degrees
 
 __all__ = ["AutoregressiveError", "check_autoregressive"]
 
