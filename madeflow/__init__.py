@@ -25,13 +25,13 @@ from madeflow.density import (
 )
 from madeflow.evaluation import NumericalError
 from madeflow.flows import IAF, MAF
-from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
 from madeflow.models import build_model
 from madeflow.nn.checks import AutoregressiveError, check_autoregressive
 from madeflow.nn.linear import MaskedLinear
 from madeflow.nn.made import MADE
 from madeflow.nn.pyro import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from madeflow.runs import load_run
+from madeflow.solve import autoregressive_solve, naive_autoregressive_solve
 from madeflow.training import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
 from madeflow.transforms import (
     BatchNormTransform,

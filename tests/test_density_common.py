@@ -12,7 +12,7 @@ from pyro import poutine
 
 from madeflow import check_autoregressive
 from madeflow.density import BernoulliMADE, GaussianMADE, GaussianMixtureMADE, MADEDensity
-from madeflow.inversion import naive_autoregressive_solve
+from madeflow.solve import naive_autoregressive_solve
 
 # name -> constructor(input_dim, hidden_dims, context_dim, **made_kwargs)
 ESTIMATORS = {

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from madeflow import MADE
-from madeflow.inversion import naive_autoregressive_solve
+from madeflow.solve import naive_autoregressive_solve
 from madeflow.transforms import IAFTransform, MAFTransform, PermuteTransform
 
 WIDE = 512

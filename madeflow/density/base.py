@@ -21,9 +21,9 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, constraints
 
-from madeflow.inversion import autoregressive_solve
 from madeflow.modes import is_eager
 from madeflow.nn.made import MADE, Params
+from madeflow.solve import autoregressive_solve
 
 __all__ = ["MADEDensity", "soft_clamp"]
 

@@ -22,7 +22,7 @@ class BernoulliMADE(MADEDensity):
 
     The MADE outputs one logit per dimension (``param_dims=(1,)``). Scoring costs one pass;
     sampling draws uniforms ``u`` and sets ``x_d = [u_d < \sigma(\ell_d)]`` through
-    :func:`madeflow.inversion.autoregressive_solve`.
+    :func:`madeflow.solve.autoregressive_solve`.
 
     Integer or boolean ``x`` is converted to the module's dtype (binary data are naturally stored
     that way); any value other than 0 or 1 raises ``ValueError``.

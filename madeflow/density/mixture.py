@@ -29,7 +29,7 @@ class GaussianMixtureMADE(MADEDensity):
     the mixing weights at ``u_d`` (``k`` with ``F_{k-1} <= u_d < F_k``), and the rescaled remainder
     ``v = (u_d - F_{k-1}) / \pi_{dk}``, which given ``k`` is again ``U(0, 1)``, gives the normal
     ``\Phi^{-1}(v)``. So the sample is a deterministic function of the noise, as
-    :func:`madeflow.inversion.autoregressive_solve` requires. The remainder has fewer random bits
+    :func:`madeflow.solve.autoregressive_solve` requires. The remainder has fewer random bits
     than ``u`` (about ``log2(1/\pi_{dk})`` fewer), which in float32 truncates the normal's tails at
     roughly 5 standard deviations; float64 is exact for all practical purposes.
 

@@ -283,11 +283,21 @@ class MADE(nn.Module):
             out = out + self.skip_layer(x)
         return self.split_params(out)
 
-    def split_params(self, out: torch.Tensor) -> Params:
-        """Shape the raw ``(*batch, output_multiplier * D)`` output as Pyro does."""
+    def split_params(self, out: torch.Tensor, num_dims: int | None = None) -> Params:
+        """Shape a raw output as Pyro does.
+
+        Args:
+            out: ``(*batch, output_multiplier * n)``, row ``p * n + i`` holding parameter ``p`` of
+                dimension ``i``.
+            num_dims: ``n``, the number of input dimensions covered (default ``input_dim``; the
+                sequential solve splits one dimension at a time).
+
+        Returns:
+            What :meth:`forward` returns for ``n`` dimensions.
+        """
         if self.output_multiplier == 1:
             return out
-        out = out.unflatten(-1, (self.output_multiplier, self.input_dim))
+        out = out.unflatten(-1, (self.output_multiplier, num_dims or self.input_dim))
         if self.count_params == 1:
             return out
         if self.all_ones:

@@ -12,8 +12,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 
-from madeflow.inversion import Step, autoregressive_solve, ordered_loop
 from madeflow.nn.made import MADE, Params
+from madeflow.solve import Step, autoregressive_solve, ordered_loop
 
 __all__ = [
     "ConditionalAutoregressive",
@@ -71,7 +71,7 @@ def solve(
 ) -> torch.Tensor:
     """Solve ``x_d = step(theta_d(x_<d), noise_d)``: the sequential direction.
 
-    A :class:`~madeflow.MADE` goes through :func:`madeflow.inversion.autoregressive_solve` (the
+    A :class:`~madeflow.MADE` goes through :func:`madeflow.solve.autoregressive_solve` (the
     fast engine). Any other conditioner (e.g. Pyro's ``AutoRegressiveNN``) gets a plain loop of
     ``D`` network passes over its ``get_permutation()`` (or ``permutation``) order.
 

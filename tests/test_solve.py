@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from madeflow import MADE
-from madeflow.engine import fast_autoregressive_solve
-from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
+from madeflow.solve import autoregressive_solve, naive_autoregressive_solve
+from madeflow.solve.engine import fast_autoregressive_solve
 
 
 def affine_step(params, noise):
