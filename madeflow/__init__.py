@@ -16,7 +16,7 @@ The public API, flat:
 
 from madeflow.autoguide import AutoIAF
 from madeflow.checkpoint import CheckpointError
-from madeflow.density import (
+from madeflow.distributions import (
     BernoulliMADE,
     GaussianMADE,
     GaussianMixtureMADE,

@@ -29,7 +29,7 @@ import torch
 import madeflow
 from madeflow import distributed
 from madeflow.data import MemmapRows
-from madeflow.density import GaussianMADE
+from madeflow.distributions import GaussianMADE
 from madeflow.nn.linear import MaskedLinear
 
 SEED = 7

@@ -6,7 +6,7 @@ from torch import nn
 
 from madeflow.checkpoint import load_tensors, save_tensors
 from madeflow.data.toy import toy_data
-from madeflow.density import GaussianMADE
+from madeflow.distributions import GaussianMADE
 from madeflow.training import NonFiniteLossError, evaluate_log_prob, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, constraints
 
-from madeflow.density.base import MADEDensity
+from madeflow.distributions.made import MADEDensity
+from madeflow.modes import is_eager
 from madeflow.nn.made import Params
 
 __all__ = ["BernoulliMADE"]
@@ -56,14 +57,28 @@ class BernoulliMADE(MADEDensity):
     ) -> None:
         super().__init__(input_dim, hidden_dims, (1,), context_dim, **made_kwargs)
 
-    def _convert_dtype(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self._reference().dtype)
-        bad = ~((x == 0) | (x == 1))
-        # NaN/Inf get their own message from the caller.
-        bad &= torch.isfinite(x)
-        if bool(bad.any()):
-            values = torch.unique(x[bad])[:5].tolist()
-            raise ValueError(f"BernoulliMADE needs binary x (0 or 1); got values such as {values}")
+    continuous = False
+
+    def checked_points(self, x: torch.Tensor) -> torch.Tensor:
+        """Check points as every model does, then require every finite entry to be 0 or 1.
+
+        Args:
+            x: ``(*batch, D)``, any numeric or boolean dtype.
+
+        Returns:
+            ``x`` in the model's dtype.
+
+        Raises:
+            ValueError: If an entry is neither 0 nor 1 (NaN/Inf rows get their own message).
+        """
+        x = super().checked_points(x)
+        if is_eager():
+            bad = ~((x == 0) | (x == 1)) & torch.isfinite(x)
+            if bool(bad.any()):
+                values = torch.unique(x[bad])[:5].tolist()
+                raise ValueError(
+                    f"BernoulliMADE needs binary x (0 or 1); got values such as {values}"
+                )
         return x
 
     def conditionals_from_params(self, params: Params) -> Distribution:

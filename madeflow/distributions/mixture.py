@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal
 
-from madeflow.density.base import MADEDensity, soft_clamp
+from madeflow.distributions.made import MADEDensity, soft_clamp
 from madeflow.nn.made import Params
 
 __all__ = ["GaussianMixtureMADE"]
@@ -22,7 +22,7 @@ class GaussianMixtureMADE(MADEDensity):
 
     The MADE has ``param_dims=(K, K, K)``: per dimension ``K`` means, ``K`` raw log-scales and
     ``K`` mixing logits. Log-scales are soft-clamped to ``(-b, b)`` as in
-    :class:`~madeflow.density.GaussianMADE`; the mixture's log-density uses
+    :class:`~madeflow.distributions.GaussianMADE`; the mixture's log-density uses
     ``MixtureSameFamily`` (a stable log-sum-exp).
 
     Sampling uses one uniform ``u_d`` per dimension, exactly: the component is the inverse CDF of

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, Normal
 
-from madeflow.density.base import MADEDensity, soft_clamp
+from madeflow.distributions.made import MADEDensity, soft_clamp
 from madeflow.nn.made import Params
 
 __all__ = ["GaussianMADE"]
