@@ -15,7 +15,7 @@ from pyro.nn import PyroParam
 from torch import nn
 
 from madeflow.nn.made import MADE
-from madeflow.transforms.iaf import IAFTransform
+from madeflow.transforms.affine import IAFTransform
 
 __all__ = ["AutoIAF"]
 

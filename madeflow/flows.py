@@ -14,9 +14,9 @@ from madeflow.distributions import GaussianMixtureMADE
 from madeflow.distributions.base import DensityModel
 from madeflow.modes import validate_args
 from madeflow.nn.stacks import made_stack
+from madeflow.transforms.affine import IAFTransform, MAFTransform
 from madeflow.transforms.batchnorm import BatchNormTransform
-from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
-from madeflow.transforms.maf import ConditionalMAFTransform, MAFTransform
+from madeflow.transforms.conditional import ConditionalIAFTransform, ConditionalMAFTransform
 from madeflow.validation import check_int
 
 __all__ = ["IAF", "MAF"]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 
-import madeflow.transforms._autoregressive as ar
+import madeflow.transforms.affine as ar
 from madeflow.autoguide import AutoIAF
 
 DATA = [0.3, -1.2, 2.5, 0.8, -0.4]

@@ -85,7 +85,7 @@ def _made(width, **kw):
 def _engine_matches_naive(t, u):
     with torch.no_grad():
         got = t(u)  # the engine
-        want = naive_autoregressive_solve(t.nn, t._step, u)
+        want = naive_autoregressive_solve(t.nn, t._forward_step, u)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-10)
 
 
@@ -154,12 +154,12 @@ def test_iaf_scores_its_own_sample_with_the_current_weights(route):
 
 
 def test_iaf_shortcut_is_exact_and_skips_the_solve(monkeypatch):
-    import madeflow.transforms.iaf as iaf
+    import madeflow.transforms.affine as affine
 
     t, q = _iaf_flow(16)
     calls = []
-    real = iaf.solve
-    monkeypatch.setattr(iaf, "solve", lambda *a: calls.append(1) or real(*a))
+    real = affine._solve
+    monkeypatch.setattr(affine, "_solve", lambda *a: calls.append(1) or real(*a))
     x = q.rsample((6,))
     lp = q.log_prob(x)
     assert not calls

@@ -9,7 +9,7 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
 from madeflow.nn.masks import as_permutation
-from madeflow.transforms._autoregressive import TransientCache
+from madeflow.transforms.cache import TransientCache
 
 __all__ = ["PermuteTransform"]
 
