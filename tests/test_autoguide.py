@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
+from pyro.infer.autoguide.initialization import init_to_value
 
 import madeflow.transforms._autoregressive as ar
 from madeflow.autoguide import AutoIAF
@@ -75,3 +78,80 @@ def test_invalid_arguments():
         AutoIAF(model, num_transforms=0)
     with pytest.raises(ValueError, match="init_scale"):
         AutoIAF(model, init_scale=0.0)
+
+
+# ------------------------------------------------ Pyro's AutoIAFNormal arguments and defaults
+def _made_widths(guide):
+    return [tuple(t.nn.hidden_dims) for t in guide.iafs]
+
+
+def test_hidden_dim_is_pyros_name_for_hidden_dims():
+    data = torch.tensor(DATA)
+    for kwargs, widths in [
+        ({}, (10,)),  # [3 * D + 1], D = 3
+        ({"hidden_dim": 8}, (8,)),
+        ({"hidden_dim": [8, 6]}, (8, 6)),
+        ({"hidden_dims": [5]}, (5,)),
+    ]:
+        guide = AutoIAF(model, num_transforms=2, **kwargs)
+        guide(data)
+        assert _made_widths(guide) == [widths] * 2, kwargs
+    with pytest.raises(TypeError, match="hidden_dim.*hidden_dims"):
+        AutoIAF(model, hidden_dim=[8], hidden_dims=[8])
+    with pytest.raises(ValueError, match="hidden_dim"):
+        AutoIAF(model, hidden_dim=[8, 0])
+
+
+def test_pyro_positional_order():
+    from pyro.infer.autoguide import AutoIAFNormal
+
+    ours = list(inspect.signature(AutoIAF).parameters)[:4]
+    assert ours == list(inspect.signature(AutoIAFNormal).parameters)[:4]
+    values = {"sigma": torch.tensor(2.0), "rate": torch.tensor(1.5), "mu": torch.tensor(0.7)}
+    guide = AutoIAF(model, [8], init_to_value(values=values), 3)
+    guide(torch.tensor(DATA))
+    assert _made_widths(guide) == [(8,)] * 3
+    # init_loc_fn is honoured (Pyro's AutoIAFNormal ignores it): loc is the unconstrained value.
+    expected = torch.stack([torch.tensor(2.0).log(), torch.tensor(1.5).log(), torch.tensor(0.7)])
+    assert torch.allclose(guide.loc.detach(), expected)
+    # Pyro's own default, init_loc_fn=None, means AutoIAF's default.
+    AutoIAF(model, None, None, 1)(torch.tensor(DATA))
+
+
+def test_transform_and_made_keywords_reach_their_layers():
+    guide = AutoIAF(
+        model,
+        stable=True,
+        log_scale_min_clip=-2.0,
+        log_scale_max_clip=1.0,
+        sigmoid_bias=1.5,
+        skip_connections=True,
+        permutation=[2, 0, 1],
+    )
+    guide(torch.tensor(DATA))
+    for t in guide.iafs:
+        assert (t.stable, t.log_scale_min_clip, t.log_scale_max_clip) == (True, -2.0, 1.0)
+        assert t.sigmoid_bias == 1.5
+        assert t.nn.skip_connections
+        assert t.nn.permutation.tolist() == [2, 0, 1]
+    default = AutoIAF(model, num_transforms=3)
+    default(torch.tensor(DATA))
+    orders = [t.nn.permutation.tolist() for t in default.iafs]
+    assert orders == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+    assert [(t.stable, t.log_scale_min_clip, t.log_scale_max_clip) for t in default.iafs] == [
+        (False, -5.0, 3.0)
+    ] * 3
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"hidden_size": 8}, "'hidden_size'"),
+        ({"param_dims": (1, 1)}, "'param_dims'.*param_dims=\\(1, 1\\)"),
+        ({"context_dim": 2}, "'context_dim'"),
+        ({"nonlinearity": torch.nn.Tanh()}, "'nonlinearity'.*activation"),
+    ],
+)
+def test_unknown_keywords_are_refused_at_construction(kwargs, named):
+    with pytest.raises(TypeError, match=named):
+        AutoIAF(model, **kwargs)
