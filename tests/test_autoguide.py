@@ -9,7 +9,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide.initialization import init_to_value
+from pyro.infer.autoguide.initialization import init_to_median, init_to_value
 
 import madeflow.transforms._autoregressive as ar
 from madeflow.autoguide import AutoIAF
@@ -155,3 +155,54 @@ def test_transform_and_made_keywords_reach_their_layers():
 def test_unknown_keywords_are_refused_at_construction(kwargs, named):
     with pytest.raises(TypeError, match=named):
         AutoIAF(model, **kwargs)
+
+
+def test_default_start_is_the_documented_one():
+    """AutoIAF(model): one identity IAF layer of width 3 D + 1 on N(loc, 0.5^2), loc by median."""
+    data = torch.tensor(DATA)
+    torch.manual_seed(1)
+    guide = AutoIAF(model)
+    guide(data)
+    torch.manual_seed(1)
+    by_median = AutoIAF(model, init_loc_fn=init_to_median)
+    by_median(data)
+    assert torch.equal(guide.loc, by_median.loc)
+    assert not torch.allclose(guide.loc, torch.zeros(3))  # not init_to_feasible's zeros
+    assert torch.allclose(guide.scale, torch.full((3,), 0.5))
+    assert _made_widths(guide) == [(10,)]
+    q = guide.get_posterior()
+    z = q.sample((7,))
+    expected = dist.Normal(guide.loc, 0.5).to_event(1).log_prob(z)
+    assert torch.allclose(q.log_prob(z.clone()), expected, atol=1e-10)
+
+
+def _funnel(dim=3):
+    def funnel():
+        v = pyro.sample("v", dist.Normal(0.0, 3.0))
+        scale = torch.exp(v / 2).unsqueeze(-1).expand(*v.shape, dim - 1)
+        pyro.sample("x", dist.Normal(0.0, scale).to_event(1))
+
+    return funnel
+
+
+def _funnel_kl(make, seed, steps=150):
+    funnel = _funnel()
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    guide = make(funnel)
+    elbo = Trace_ELBO(num_particles=4, vectorize_particles=True, max_plate_nesting=0)
+    svi = SVI(funnel, guide, pyro.optim.Adam({"lr": 0.01}), elbo)
+    for _ in range(steps):
+        svi.step()
+    final = Trace_ELBO(num_particles=2000, vectorize_particles=True, max_plate_nesting=0)
+    with torch.no_grad():
+        return final.loss(funnel, guide)  # = KL(q || p): the funnel's evidence is 1
+
+
+def test_defaults_fit_a_small_funnel_at_least_as_well_as_autoiafnormal():
+    """A short version of the docs' comparison: both guides at their defaults, four seeds."""
+    from pyro.infer.autoguide import AutoIAFNormal
+
+    ours = [_funnel_kl(AutoIAF, seed) for seed in range(4)]
+    pyros = [_funnel_kl(AutoIAFNormal, seed) for seed in range(4)]
+    assert sum(ours) < sum(pyros), (ours, pyros)
