@@ -17,6 +17,7 @@ then ``KL(q || p) = log Z - ELBO`` with the ELBO from 4 x ``--final-particles`` 
 Lower is better; 0 is exact. The defaults give the table in docs/variational.md.
 
     OMP_NUM_THREADS=1 python examples/autoguide_comparison.py           # ~15 min, the docs' table
+    OMP_NUM_THREADS=1 python examples/autoguide_comparison.py --guides sweep   # the defaults sweep
     OMP_NUM_THREADS=1 python examples/autoguide_comparison.py --targets funnel --seeds 8
     python examples/autoguide_comparison.py --quick                     # a few seconds
 """
