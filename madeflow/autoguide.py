@@ -16,7 +16,9 @@ from pyro.nn import PyroParam
 from torch import nn
 
 from madeflow.nn.made import MADE
+from madeflow.nn.stacks import made_stack
 from madeflow.transforms.affine import IAFTransform
+from madeflow.transforms.cache import TransientCache, reproduces
 
 __all__ = ["AutoIAF"]
 
@@ -175,13 +177,9 @@ class AutoIAF(AutoContinuous):
         self.scale = PyroParam(
             init_loc.new_full((d,), self._init_scale), constraints.softplus_positive
         )
-        hidden = self.hidden_dims if self.hidden_dims is not None else [3 * d + 1]
         layers = []
-        for i in range(self.num_transforms):
-            kw = dict(self.made_kwargs)
-            kw.setdefault("permutation", list(range(d))[:: -1 if i % 2 else 1])
-            made = MADE(d, hidden, **kw)
-            with torch.no_grad():
+        for made in made_stack(d, self.num_transforms, self.hidden_dims, **self.made_kwargs):
+            with torch.no_grad():  # every layer starts as the identity
                 made.output_layer.weight.zero_()
                 made.output_layer.bias.zero_()
             layers.append(IAFTransform(made, **self.iaf_kwargs))
@@ -194,14 +192,32 @@ class AutoIAF(AutoContinuous):
 
     def get_transform(self, *args: Any, **kwargs: Any) -> dist.transforms.ComposeTransform:
         """The IAF layers followed by the affine map, as one transform."""
-        return dist.transforms.ComposeTransform(self._parts(), cache_size=1)
+        return dist.transforms.ComposeTransform(self._parts())
 
     def _parts(self) -> list[torch.distributions.Transform]:
-        # cache_size=1 on the affine map lets scoring hand the IAF layers the very tensors they
-        # produced, so they hit their caches instead of solving sequentially.
-        affine = AffineTransform(self.loc, self.scale, event_dim=1, cache_size=1)
-        return [*self.iafs, affine]
+        return [*self.iafs, _CheckedAffine(self.loc, self.scale)]
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> dist.TorchDistribution:
         """The guide's distribution of the unconstrained latent vector, event shape ``(D,)``."""
         return dist.TransformedDistribution(self.get_base_dist(), self._parts())
+
+
+class _CheckedAffine(TransientCache, AffineTransform):
+    """``z = loc + scale * x`` that hands back the very ``x`` it mapped to ``z``, checked.
+
+    Scoring the guide's own sample then reaches the IAF layers with the tensors they produced,
+    so they skip their sequential solve; the check (one elementwise pass) makes sure ``loc`` and
+    ``scale`` have not changed since, where torch's identity cache would not notice.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor) -> None:
+        super().__init__(loc, scale, event_dim=1, cache_size=0)
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        z = super()._call(x)
+        self._remember(x, z)
+        return z
+
+    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
+        x = self._recall(z, lambda x: reproduces(super(_CheckedAffine, self)._call(x), z))
+        return super()._inverse(z) if x is None else x

@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.modes import is_eager
 from madeflow.nn.made import MADE, Params
 from madeflow.solve import Step, autoregressive_solve, ordered_loop
-from madeflow.transforms.cache import TransientCache
+from madeflow.transforms.cache import TransientCache, reproduces
 
 __all__ = ["AffineAutoregressive", "IAFTransform", "MAFTransform", "clamp_log_scale"]
 
@@ -120,7 +119,6 @@ class AffineAutoregressive(TransientCache, TransformModule):
     bijective = True
     sign = +1
     autoregressive = True
-    _transient = ("_cached", "_drawn")
 
     def __init__(
         self,
@@ -140,8 +138,6 @@ class AffineAutoregressive(TransientCache, TransformModule):
         self.log_scale_max_clip = log_scale_max_clip
         self.sigmoid_bias = sigmoid_bias
         self.context = context
-        # (z, other side) of the last one-pass call of an input-reading layer.
-        self._drawn: tuple[torch.Tensor, torch.Tensor] | None = None
         # (u, x, log|dx/du| per dim) left by _inverse for the log-det call that follows it.
         self._cached: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -179,8 +175,16 @@ class AffineAutoregressive(TransientCache, TransformModule):
             return _solve(self.nn, self._forward_step, u, self.context)
         shift, scale, _ = self._affine(u)
         x = shift + scale * u
-        self._drawn = (u, x)
+        self._remember(u, x)
         return x
+
+    def _check_sample(self, u: torch.Tensor, x: torch.Tensor) -> bool:
+        """One pass on ``u``: does it still give ``x``? Keeps the log-det for the next call."""
+        shift, scale, log_scale = self._affine(u)
+        if not reproduces(shift + scale * u, x):
+            return False
+        self._cached = (u, x, log_scale)
+        return True
 
     def _inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Density direction ``x -> u``, ``(*batch, D) -> (*batch, D)``.
@@ -192,14 +196,9 @@ class AffineAutoregressive(TransientCache, TransformModule):
             u = _invert(x, shift, scale, log_scale, self.stable)
             self._cached = (u, x, log_scale)
             return u
-        drawn = self._drawn
-        # The check branches on data, which compile/trace/func cannot follow: they solve.
-        if drawn is not None and drawn[1] is x and is_eager():
-            u = drawn[0]
-            shift, scale, log_scale = self._affine(u)
-            if _reproduces(shift + scale * u, x):
-                self._cached = (u, x, log_scale)
-                return u
+        u = self._recall(x, lambda u: self._check_sample(u, x))
+        if u is not None:
+            return u
         return _solve(self.nn, self._inverse_step, x, self.context)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -223,15 +222,6 @@ def _invert(
 ) -> torch.Tensor:
     """``u = (x - shift) / scale`` (a product with ``exp(-log_scale)`` for the plain update)."""
     return (x - shift) / scale if gated else (x - shift) * torch.exp(-log_scale)
-
-
-def _reproduces(x_new: torch.Tensor, x: torch.Tensor) -> bool:
-    """Whether a recomputed sample equals the remembered one up to rounding."""
-    if x_new.shape != x.shape:
-        return False
-    tol = 64 * torch.finfo(x.dtype).eps
-    with torch.no_grad():
-        return bool(((x_new - x).abs() <= tol * (1 + x.abs())).all())
 
 
 class MAFTransform(AffineAutoregressive):
