@@ -14,7 +14,7 @@ from madeflow.distributions import GaussianMixtureMADE
 from madeflow.distributions.base import DensityModel
 from madeflow.modes import validate_args
 from madeflow.nn.stacks import made_stack
-from madeflow.transforms.affine import IAFTransform, MAFTransform
+from madeflow.transforms.affine import AffineAutoregressive, IAFTransform, MAFTransform
 from madeflow.transforms.batchnorm import BatchNormTransform
 from madeflow.transforms.conditional import ConditionalIAFTransform, ConditionalMAFTransform
 from madeflow.validation import check_int
@@ -41,6 +41,14 @@ class _Flow(DensityModel):
     def model_dtype(self) -> torch.dtype:
         """The flow's dtype, read off the base's buffers (no module traversal: compile-safe)."""
         return self.loc.dtype
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        """Whether samples are reparameterized: through every layer, unless the base is not.
+
+        A mixture base draws its component discretely, so a MAF-MoG has no ``rsample``.
+        """
+        return self.base_density is None or self.base_density.has_rsample
 
     def _base(self, context: torch.Tensor | None) -> dist.TorchDistribution:
         if self.base_density is not None:
@@ -76,11 +84,33 @@ class _Flow(DensityModel):
         q = self(context)
         return q.rsample(sample_shape) if self.has_rsample else q.sample(sample_shape)
 
+    def draw_and_score(
+        self, sample_shape: torch.Size, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density: each layer's log-det from its own sampling pass."""
+        if self.base_density is not None:
+            u, log_p = self.base_density.draw_and_score(sample_shape, context)
+        else:
+            base = self._base(context)
+            u = base.rsample(sample_shape)
+            log_p = base.log_prob(u)
+        for t in self.transforms:
+            if isinstance(t, ConditionalTransformModule):
+                t = t.condition(context)
+            if isinstance(t, AffineAutoregressive):
+                x, log_det = t.call_and_log_det(u)
+            else:
+                x = t(u)
+                log_det = t.log_abs_det_jacobian(u, x)
+            log_p, u = log_p - log_det, x
+        return u, log_p
+
 
 class MAF(_Flow):
     r"""Masked Autoregressive Flow: a stack of MAF layers on a standard normal (or MoG) base.
 
-    Scoring is one pass per layer; sampling solves each layer with the fast engine. The MADE
+    Scoring is one pass per layer; sampling solves each layer with the fast engine (about one
+    pass), and :meth:`rsample` differentiates through it at about two more. The MADE
     ordering is reversed every other layer (as in the paper) unless ``permutation`` is given in
     ``made_kwargs``; with ``batch_norm=True`` a :class:`~madeflow.transforms.BatchNormTransform`
     sits between consecutive MAF layers.
@@ -167,8 +197,6 @@ class IAF(_Flow):
         Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. Improving Variational Inference
         with Inverse Autoregressive Flow. NeurIPS 2016.
     """
-
-    has_rsample = True
 
     def __init__(
         self,

@@ -161,9 +161,7 @@ def check_points(
     return x
 
 
-def check_context(
-    context: Any, context_dim: int, owner: str, finite: bool = True
-) -> torch.Size:
+def check_context(context: Any, context_dim: int, owner: str, finite: bool = True) -> torch.Size:
     """Check a context against a model's ``context_dim`` and return its batch shape.
 
     Args:

@@ -6,6 +6,8 @@ a context of size ``context_dim``:
 * ``log_prob(x, context=None)``: exact log-density, ``(*batch, D) -> (*batch,)``;
 * ``sample(sample_shape=(), context=None)``: draws without gradient,
   ``(*sample_shape, *batch, D)``; ``rsample`` the same with gradients where the model has them;
+* ``sample_and_log_prob`` (and ``rsample_and_log_prob``): draws and their log-density from one
+  computation;
 * ``forward(context=None)``: the model as a distribution object (Pyro's conventions), so
   conditioning costs no extra classes (zuko's ``LazyDistribution`` idea).
 
@@ -62,6 +64,16 @@ class DensityModel(nn.Module):
     def forward(self, context: torch.Tensor | None = None) -> Distribution:
         """The model as a distribution, batch shape ``batch`` of ``context`` and event ``(D,)``."""
         raise NotImplementedError
+
+    def draw_and_score(
+        self, sample_shape: torch.Size, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density; subclasses take both from one computation.
+
+        This fallback scores the samples in a second pass.
+        """
+        x = self.draw(sample_shape, context)
+        return x, self.score(x, context)
 
     # ------------------------------------------------------------------------- checks
     def checked_points(self, x: torch.Tensor) -> torch.Tensor:
@@ -135,6 +147,46 @@ class DensityModel(nn.Module):
         self.checked_context(context)
         with torch.no_grad():
             return self.draw(torch.Size(sample_shape), context)
+
+    def sample_and_log_prob(
+        self,
+        sample_shape: torch.Size | Sequence[int] = (),
+        context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their exact log-density, without gradient, from one computation.
+
+        Args:
+            sample_shape: Leading shape of the draw.
+            context: ``(*batch, context_dim)`` when conditional, else ``None``.
+
+        Returns:
+            ``(x, log_prob)``: ``(*sample_shape, *batch, D)`` and ``(*sample_shape, *batch)``.
+        """
+        self.checked_context(context)
+        with torch.no_grad():
+            return self.draw_and_score(torch.Size(sample_shape), context)
+
+    def rsample_and_log_prob(
+        self,
+        sample_shape: torch.Size | Sequence[int] = (),
+        context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample_and_log_prob` with gradients (where :attr:`has_rsample`).
+
+        Args:
+            sample_shape: Leading shape of the draw.
+            context: As in :meth:`sample`.
+
+        Returns:
+            ``(x, log_prob)``, both differentiable in the parameters.
+
+        Raises:
+            NotImplementedError: For a model without a reparameterized sampler.
+        """
+        if not self.has_rsample:
+            raise NotImplementedError(f"{type(self).__name__} has no reparameterized sampler")
+        self.checked_context(context)
+        return self.draw_and_score(torch.Size(sample_shape), context)
 
     def rsample(
         self,

@@ -28,10 +28,11 @@ import math
 import torch
 
 from madeflow.nn.made import MADE, Params
+from madeflow.solve.adjoint import Saved
 from madeflow.solve.plan import Ordered, Plan, block_size, get_plan, schedule
 from madeflow.solve.reference import Step, naive_autoregressive_solve
 
-__all__ = ["fast_autoregressive_solve"]
+__all__ = ["fast_autoregressive_solve", "made_layout", "run"]
 
 
 def _stage_params(made: MADE, out: torch.Tensor, batch: torch.Size) -> list[Params]:
@@ -43,8 +44,7 @@ def _stage_params(made: MADE, out: torch.Tensor, batch: torch.Size) -> list[Para
     """
     mult = made.output_multiplier
     return [
-        made.split_params(rows.t().view(*batch, mult), num_dims=1)
-        for rows in out.split(mult, 0)
+        made.split_params(rows.t().view(*batch, mult), num_dims=1) for rows in out.split(mult, 0)
     ]
 
 
@@ -57,7 +57,8 @@ def fast_autoregressive_solve(
 ) -> torch.Tensor:
     """Solve ``x_d = step(theta_d(x_<d), noise_d)`` computing every unit of the MADE once.
 
-    Not differentiable (use :func:`madeflow.inversion.autoregressive_solve`, which dispatches).
+    Not differentiable (:func:`madeflow.solve.autoregressive_solve` dispatches to the
+    differentiable version when gradients are needed).
 
     Args:
         made: The conditioner.
@@ -71,6 +72,32 @@ def fast_autoregressive_solve(
     Returns:
         ``(*batch, D)``, equal (up to rounding) to the naive solver's result.
     """
+    return run(made, step, noise, context, block)[0]
+
+
+def run(
+    made: MADE,
+    step: Step,
+    noise: torch.Tensor,
+    context: torch.Tensor | None = None,
+    block: int | None = None,
+    keep: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, Saved | None]:
+    """Run the one-pass solve without gradients, returning its by-products too.
+
+    Args:
+        made: The conditioner.
+        step: As in :func:`fast_autoregressive_solve`.
+        noise: ``(*batch, D)``.
+        context: ``(*batch, context_dim)`` or ``None``, broadcastable against ``noise``.
+        block: Stages per block (default :func:`block_size`).
+        keep: Also return copies of the buffers the backward needs.
+
+    Returns:
+        ``(x, params, saved)``: ``x`` ``(*batch, D)``; the MADE's raw output at the solution,
+        ``(*batch, P * D)`` in :meth:`madeflow.MADE.split_params` layout (``None`` if the engine
+        could not solve this MADE and the reference loop ran); the buffers (or ``None``).
+    """
     made.check_inputs(noise, context)
     d = made.input_dim
     batch = noise.shape[:-1]
@@ -82,7 +109,7 @@ def fast_autoregressive_solve(
     plan = get_plan(made)
     if plan is None:  # hand-edited masks: the schedule would not match made(x)
         with torch.no_grad():
-            return naive_autoregressive_solve(made, step, noise, context)
+            return naive_autoregressive_solve(made, step, noise, context), None, None
     weight = made.output_layer.weight
     key = (tuple(batch), block or block_size(d))
     # Buffers and their views are reused between calls; a concurrent or nested call (lock taken)
@@ -96,10 +123,28 @@ def fast_autoregressive_solve(
                 plan.workspace = ws
         with torch.no_grad():
             x = _run(made, plan, ws, step, noise, context, n)
+            params = made_layout(plan, ws.out).view(*batch, -1)
+            saved = None
+            if keep:
+                saved = Saved(
+                    ws.x.clone(),
+                    [p.clone() for p in ws.pre],
+                    [p.clone() for p in ws.post],
+                    ws.out.clone(),
+                    plan,
+                )
     finally:
         if owned:
             plan.lock.release()
-    return x.reshape(*batch, d).to(noise.dtype)
+    return x.reshape(*batch, d).to(noise.dtype), params, saved
+
+
+def made_layout(plan: Plan, rows: torch.Tensor) -> torch.Tensor:
+    """Output rows in stage order ``(P * D, N)`` as the MADE lays them out, ``(N, P * D)``."""
+    index = plan.output.weight.rows
+    if index is None:
+        return rows.t().clone()
+    return rows.t().new_empty(rows.shape[1], rows.shape[0]).index_copy_(1, index, rows.t())
 
 
 class _Workspace:

@@ -36,8 +36,12 @@ def select_dims(params: Params, index: torch.Tensor) -> Params:
 
 
 def naive_autoregressive_solve(
-    made: MADE, step: Step, noise: torch.Tensor, context: torch.Tensor | None = None
-) -> torch.Tensor:
+    made: MADE,
+    step: Step,
+    noise: torch.Tensor,
+    context: torch.Tensor | None = None,
+    return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Params]:
     """Reference solver: run the whole network once per dimension (``D`` passes).
 
     Plain differentiable PyTorch with a loop of fixed length and no Python branch on tensor
@@ -48,11 +52,13 @@ def naive_autoregressive_solve(
         step: Elementwise map from (parameters, noise) of some dims to their values.
         noise: ``(*batch, D)`` noise (or target values) driving ``step``.
         context: Optional context, broadcastable against ``noise``'s batch shape.
+        return_params: Also return ``made(x)`` at the solution (from the last pass, no extra one).
 
     Returns:
-        ``x`` of shape ``(*batch, D)`` with ``x[..., d] = step(made(x)[..., d], noise[..., d])``.
+        ``x`` of shape ``(*batch, D)`` with ``x[..., d] = step(made(x)[..., d], noise[..., d])``,
+        or ``(x, made(x))``.
     """
-    return ordered_loop(made, made.get_permutation(), step, noise, context)
+    return ordered_loop(made, made.get_permutation(), step, noise, context, return_params)
 
 
 def ordered_loop(
@@ -61,7 +67,8 @@ def ordered_loop(
     step: Step,
     noise: torch.Tensor,
     context: torch.Tensor | None,
-) -> torch.Tensor:
+    return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Params]:
     """Solve the recursion for any conditioner, one full network pass per dimension.
 
     Args:
@@ -70,9 +77,12 @@ def ordered_loop(
         step: Elementwise map from (parameters, noise) of some dims to their values.
         noise: ``(*batch, D)``.
         context: Optional context, broadcastable against ``noise``'s batch shape.
+        return_params: Also return the network's output at the solution (that of the last pass:
+            every dimension's parameters depend only on the dimensions before it, all final by
+            then).
 
     Returns:
-        ``(*batch, D)``.
+        ``(*batch, D)``, or ``(x, params)``.
     """
     x = torch.zeros_like(noise)
     dims = torch.arange(noise.shape[-1], device=noise.device)
@@ -83,4 +93,4 @@ def ordered_loop(
         value = step(select_dims(params, index), noise.index_select(-1, index))
         # Out of place, so the result stays differentiable (rsample through a MAF, say).
         x = torch.where(dims == index, value, x)
-    return x
+    return (x, params) if return_params else x
