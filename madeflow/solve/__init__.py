@@ -43,6 +43,7 @@ def autoregressive_solve(
     context: torch.Tensor | None = None,
     return_params: bool = False,
     method: str = "auto",
+    observed: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, Params]:
     """Solve ``x_d = step(theta_d(x_<d), noise_d)`` in the MADE's ordering.
 
@@ -64,22 +65,32 @@ def autoregressive_solve(
             a by-product of the solve: no extra pass.
         method: ``"auto"``, ``"engine"`` (the one-pass solve; its backward is first-order) or
             ``"reference"`` (the ``D``-pass loop; gradients of any order).
+        observed: ``(D,)`` bool: dimensions that are given rather than solved for; they take
+            ``noise``'s entries (``step`` is not called on them) and the others are solved
+            conditionally on them. Exact conditioning needs the given dimensions to come first
+            in the ordering.
 
     Returns:
         ``(*batch, D)``, or ``(x, params)`` with ``return_params``.
 
     Raises:
-        ValueError: For an unknown ``method``.
+        ValueError: For an unknown ``method`` or a malformed ``observed``.
     """
     if method not in ("auto", "engine", "reference"):
         raise ValueError(f"method must be 'auto', 'engine' or 'reference', got {method!r}")
+    if observed is not None and (
+        not isinstance(observed, torch.Tensor)
+        or observed.dtype != torch.bool
+        or observed.shape != (made.input_dim,)
+    ):
+        raise ValueError(f"observed must be a boolean tensor of shape ({made.input_dim},)")
     fast = is_eager() and type(made).forward is MADE.forward and get_plan(made) is not None
     if method == "reference" or (method == "auto" and not fast):
-        return naive_autoregressive_solve(made, step, noise, context, return_params)
+        return naive_autoregressive_solve(made, step, noise, context, return_params, observed)
     if _needs_grad(made, noise, context):
-        x, params = engine_solve(made, step, noise, context)
+        x, params = engine_solve(made, step, noise, context, observed=observed)
     else:
-        x, flat, _ = run(made, step, noise, context)
+        x, flat, _ = run(made, step, noise, context, observed=observed)
         params = made.split_params(flat)
     return (x, params) if return_params else x
 

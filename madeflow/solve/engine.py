@@ -82,6 +82,7 @@ def run(
     context: torch.Tensor | None = None,
     block: int | None = None,
     keep: bool = False,
+    observed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, Saved | None]:
     """Run the one-pass solve without gradients, returning its by-products too.
 
@@ -92,6 +93,7 @@ def run(
         context: ``(*batch, context_dim)`` or ``None``, broadcastable against ``noise``.
         block: Stages per block (default :func:`block_size`).
         keep: Also return copies of the buffers the backward needs.
+        observed: ``(D,)`` bool: dimensions set to ``noise``'s entries instead of solved for.
 
     Returns:
         ``(x, params, saved)``: ``x`` ``(*batch, D)``; the MADE's raw output at the solution,
@@ -109,7 +111,8 @@ def run(
     plan = get_plan(made)
     if plan is None:  # hand-edited masks: the schedule would not match made(x)
         with torch.no_grad():
-            return naive_autoregressive_solve(made, step, noise, context), None, None
+            x = naive_autoregressive_solve(made, step, noise, context, observed=observed)
+            return x, None, None
     weight = made.output_layer.weight
     key = (tuple(batch), block or block_size(d))
     # Buffers and their views are reused between calls; a concurrent or nested call (lock taken)
@@ -122,7 +125,7 @@ def run(
             if owned:
                 plan.workspace = ws
         with torch.no_grad():
-            x = _run(made, plan, ws, step, noise, context, n)
+            x = _run(made, plan, ws, step, noise, context, n, observed)
             params = made_layout(plan, ws.out).view(*batch, -1)
             saved = None
             if keep:
@@ -191,7 +194,11 @@ def _run(
     noise: torch.Tensor,
     context: torch.Tensor | None,
     n: int,
+    observed: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    fixed = [False] * len(plan.permutation)
+    if observed is not None:  # by stage: is the input of degree s + 1 given?
+        fixed = observed.to(plan.permutation_index.device)[plan.permutation_index].tolist()
     for m, buf in zip(plan.hidden, ws.pre):
         _fill_bias(buf, m.bias)
     if plan.context_weight is not None:
@@ -217,7 +224,7 @@ def _run(
                         torch.clamp_min(tgt, 0, out=post)
                     else:
                         post.copy_(act(tgt))
-            x_rows[s].copy_(step(stage_params[s], noise_cols[s]))
+            x_rows[s].copy_(noise_cols[s] if fixed[s] else step(stage_params[s], noise_cols[s]))
     return ws.x.t().index_select(-1, plan.to_input_order)
 
 

@@ -32,6 +32,7 @@ def engine_solve(
     noise: torch.Tensor,
     context: torch.Tensor | None = None,
     block: int | None = None,
+    observed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Params]:
     """Solve ``x_d = step(theta_d(x_<d), noise_d)`` with one-pass cost, differentiably.
 
@@ -41,6 +42,8 @@ def engine_solve(
         noise: ``(*batch, D)``.
         context: ``(*batch, context_dim)`` or ``None``, broadcastable against ``noise``.
         block: Stages per block (default :func:`madeflow.solve.plan.block_size`).
+        observed: ``(D,)`` bool: dimensions set to ``noise``'s entries instead of solved for
+            (their gradient flows to those entries).
 
     Returns:
         ``(x, params)``: ``x`` ``(*batch, D)`` and the MADE's output at the solution in its usual
@@ -53,7 +56,7 @@ def engine_solve(
         context = context.expand(*batch, made.context_dim)
     noise = noise.expand(*batch, made.input_dim)  # autograd sums the gradient back
     block = block or block_size(made.input_dim)
-    x, flat = _EngineSolve.apply(made, step, block, noise, context, *made.parameters())
+    x, flat = _EngineSolve.apply(made, step, block, observed, noise, context, *made.parameters())
     return x, made.split_params(flat)
 
 
@@ -64,12 +67,14 @@ class _EngineSolve(torch.autograd.Function):
         made: MADE,
         step: Step,
         block: int,
+        observed: torch.Tensor | None,
         noise: torch.Tensor,
         context: torch.Tensor | None,
         *params: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x, flat, saved = run(made, step, noise, context, block, keep=True)
+        x, flat, saved = run(made, step, noise, context, block, keep=True, observed=observed)
         ctx.made, ctx.step, ctx.block, ctx.saved = made, step, block, saved
+        ctx.observed = observed
         # The parameters too: autograd then refuses a backward after they changed in place.
         ctx.save_for_backward(noise, flat, context, *params)
         return x, flat
@@ -86,7 +91,9 @@ class _EngineSolve(torch.autograd.Function):
         noise, flat, context, *_ = ctx.saved_tensors
         plan = saved.plan
         n, d = saved.x.shape[1], made.input_dim
-        jac_params, jac_noise = _step_jacobians(made, ctx.step, flat.reshape(n, -1), noise, plan)
+        jac_params, jac_noise = _step_jacobians(
+            made, ctx.step, flat.reshape(n, -1), noise, plan, ctx.observed
+        )
         lam, d_out, d_pre = adjoint_sweep(
             made,
             plan,
@@ -98,14 +105,14 @@ class _EngineSolve(torch.autograd.Function):
         )
         needs = ctx.needs_input_grad
         grad_noise = None
-        if needs[3]:
+        if needs[4]:
             grad_noise = _input_order(plan, lam * jac_noise).t().reshape(noise.shape)
         grads, grad_context = _parameter_grads(made, plan, saved, d_out, d_pre, context, n)
-        if context is not None and needs[4]:
+        if context is not None and needs[5]:
             grad_context = grad_context.reshape(context.shape)
         else:
             grad_context = None
-        return (None, None, None, grad_noise, grad_context, *grads)
+        return (None, None, None, None, grad_noise, grad_context, *grads)
 
 
 def _degree_order(plan: Plan, grad: torch.Tensor | None, n: int, d: int) -> torch.Tensor:
@@ -130,7 +137,12 @@ def _stage_order(plan: Plan, flat: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _step_jacobians(
-    made: MADE, step: Step, flat: torch.Tensor, noise: torch.Tensor, plan: Plan
+    made: MADE,
+    step: Step,
+    flat: torch.Tensor,
+    noise: torch.Tensor,
+    plan: Plan,
+    observed: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``d step_d / d theta_d`` ``(P * D, N)`` stage order and ``d step_d / d noise_d`` ``(D, N)``.
 
@@ -142,6 +154,8 @@ def _step_jacobians(
         p = flat.detach().requires_grad_()
         e = noise.reshape(n, -1).detach().requires_grad_()
         y = step(made.split_params(p), e)
+        if observed is not None:  # given dimensions are their noise entries
+            y = torch.where(observed.to(y.device), e, y)
         gp, ge = torch.autograd.grad(y, (p, e), torch.ones_like(y), allow_unused=True)
     gp = torch.zeros_like(p) if gp is None else gp
     ge = torch.zeros_like(e) if ge is None else ge
