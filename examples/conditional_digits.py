@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from torch.nn.functional import one_hot  # noqa: E402
 
 from madeflow import MAF, evaluate_log_prob, fit  # noqa: E402
-from madeflow.cli_data import DataSpace  # noqa: E402
+from madeflow.cli.data import DataSpace  # noqa: E402
 from madeflow.data import load_digits, logit_log_jacobian  # noqa: E402
 
 ALPHA = 0.05  # load_digits' default logit margin

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from madeflow import MAF, GaussianMADE, GaussianMixtureMADE, evaluate_log_prob, fit
-from madeflow.cli_data import DataSpace
+from madeflow.cli.data import DataSpace
 from madeflow.data import load_digits, logit_log_jacobian
 
 ALPHA = 0.05  # load_digits' default logit margin

@@ -11,11 +11,10 @@ The public API, flat:
 * flows and guides: :class:`MAF`, :class:`IAF`, :class:`AutoIAF`;
 * the sequential solver: :func:`autoregressive_solve`;
 * training and runs: :func:`fit`, :func:`load_run`, :func:`build_model`; data-parallel
-  training under ``torchrun`` in :mod:`madeflow.distributed`.
+  training under ``torchrun`` in :mod:`madeflow.train.distributed`.
 """
 
 from madeflow.autoguide import AutoIAF
-from madeflow.checkpoint import CheckpointError
 from madeflow.checks import AutoregressiveError, check_autoregressive
 from madeflow.density import (
     BernoulliMADE,
@@ -24,15 +23,16 @@ from madeflow.density import (
     MADEDensity,
     MADEDistribution,
 )
-from madeflow.evaluation import NumericalError
 from madeflow.flows import IAF, MAF
 from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
 from madeflow.layers import MaskedLinear
 from madeflow.made import MADE
 from madeflow.models import build_model
 from madeflow.pyro_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
-from madeflow.runs import load_run
-from madeflow.training import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.runs.folder import load_run
+from madeflow.runs.safe_io import CheckpointError
+from madeflow.train.evaluation import NumericalError
+from madeflow.train.loop import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
 from madeflow.transforms import (
     BatchNormTransform,
     ConditionalIAFTransform,

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from madeflow import cli, cli_fit
-from madeflow.checkpoint import load_tensors
-from madeflow.training import NonFiniteLossError
+from madeflow import cli
+from madeflow.cli import fit as cli_fit
+from madeflow.runs.safe_io import load_tensors
+from madeflow.train.loop import NonFiniteLossError
 
 TINY = ["--hidden", "8", "--num-transforms", "2", "--num-components", "2", "--quiet"]
 
@@ -218,7 +219,7 @@ def test_bernoulli_on_binary_file(tmp_path, capsys):
 
 
 def test_digit_dequantization_keeps_pixel_levels():
-    from madeflow.cli_data import DataSpace
+    from madeflow.cli.data import DataSpace
     from madeflow.data.digits import load_digits
 
     space = DataSpace("digits", None, 0.05)

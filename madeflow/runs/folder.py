@@ -3,7 +3,7 @@
 A run folder (written by ``madeflow fit``) holds ``config.json`` (data, model and training
 settings), ``model.pt`` (best weights, model name, standardisation statistics), ``metrics.json``,
 pictures, and ``train_state.pt`` for ``--resume``. :func:`load_run` is the Python entry point to a
-finished run. Everything read is validated first (:mod:`madeflow.integrity`), and a ``model.pt``
+finished run. Everything read is validated first (:mod:`madeflow.runs.integrity`), and a ``model.pt``
 that is not the one the run saved is refused.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from madeflow.checkpoint import CheckpointError, load_json, load_tensors
-from madeflow.cli_data import DataSpace
+from madeflow.runs.safe_io import CheckpointError, load_json, load_tensors
+from madeflow.data.preprocessing import DataSpace
 from madeflow.data.files import path_problem
-from madeflow.integrity import check_checkpoint, check_config, check_model_file
+from madeflow.runs.integrity import check_checkpoint, check_config, check_model_file
 from madeflow.models import model_from_config
 
 __all__ = ["build_from_config", "load_run", "read_config"]
@@ -30,13 +30,13 @@ def load_run(
     """Load a finished run: ``(config, model, space)`` with the best weights, in eval mode.
 
     ``config.json`` and ``model.pt`` are validated before anything is built from them
-    (:mod:`madeflow.integrity`).
+    (:mod:`madeflow.runs.integrity`).
 
     Args:
         folder: The run folder.
         device: Where to put the model.
         force: Use a ``model.pt`` whose fingerprint differs from the one ``config.json``
-            recorded (with a :class:`~madeflow.integrity.RunWarning`) instead of refusing it.
+            recorded (with a :class:`~madeflow.runs.integrity.RunWarning`) instead of refusing it.
 
     Returns:
         ``(config dict, model, DataSpace)``.
@@ -71,7 +71,7 @@ def load_run(
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    """Read ``folder/config.json`` and check every value (:func:`~madeflow.integrity.check_config`).
+    """Read ``folder/config.json`` and check every value (:func:`~madeflow.runs.integrity.check_config`).
 
     Raises:
         CheckpointError: If the folder is not a run, or its config is unreadable or invalid.

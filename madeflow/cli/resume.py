@@ -14,10 +14,10 @@ from typing import Any
 
 import torch
 
-from madeflow.checkpoint import CheckpointError, load_tensors
-from madeflow.cli_data import data_config
+from madeflow.cli.data import data_config
 from madeflow.data.files import DataError
-from madeflow.fit_checks import TrainingStateError, check_state
+from madeflow.runs.safe_io import CheckpointError, load_tensors
+from madeflow.train.checks import TrainingStateError, check_state
 
 __all__ = ["read_state", "resume_conflicts"]
 

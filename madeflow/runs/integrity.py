@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from madeflow.checkpoint import FORMAT_VERSION, CheckpointError
+from madeflow.runs.safe_io import FORMAT_VERSION, CheckpointError
 
 __all__ = [
     "MAX_TOY_SIZE",
@@ -259,7 +259,7 @@ def check_checkpoint(
     """Check the fields and tensors of a loaded ``model.pt`` against the model they are for.
 
     Args:
-        ckpt: From :func:`madeflow.checkpoint.load_tensors`.
+        ckpt: From :func:`madeflow.runs.safe_io.load_tensors`.
         model: The freshly built model (not yet loaded).
         config: The run's checked config.
         where: The file, for messages.

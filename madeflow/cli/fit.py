@@ -4,7 +4,7 @@ Split from :mod:`madeflow.cli` (which parses arguments and maps errors to exit c
 folder layout is described in :mod:`madeflow.runs`.
 
 Under ``torchrun`` every process runs this command and trains data-parallel
-(:mod:`madeflow.distributed`). Rank 0 alone decides the run folder, takes its lock, reads the
+(:mod:`madeflow.train.distributed`). Rank 0 alone decides the run folder, takes its lock, reads the
 checkpoint to resume from, writes every file and prints; it sends the others the config and the
 folder, or the exit code of an error it met before training, so no rank is left waiting.
 """
@@ -21,8 +21,13 @@ from typing import Any
 
 import torch
 
-from madeflow import distributed
-from madeflow.checkpoint import (
+from madeflow.cli.data import data_config, is_binary, mean_and_stderr, prepare
+from madeflow.cli.resume import read_state, resume_conflicts
+from madeflow.data.files import DataError, path_problem
+from madeflow.data.rows import num_columns, to_device
+from madeflow.runs.folder import build_from_config, read_config
+from madeflow.runs.integrity import check_model_file, data_drift, data_path, fingerprint
+from madeflow.runs.safe_io import (
     FORMAT_VERSION,
     CheckpointError,
     RunLock,
@@ -30,15 +35,10 @@ from madeflow.checkpoint import (
     save_json,
     save_tensors,
 )
-from madeflow.cli_data import data_config, is_binary, mean_and_stderr, prepare
-from madeflow.cli_resume import read_state, resume_conflicts
-from madeflow.data.files import DataError, path_problem
-from madeflow.data.rows import num_columns, to_device
-from madeflow.evaluation import NumericalError
-from madeflow.fit_checks import TrainingStateError
-from madeflow.integrity import check_model_file, data_drift, data_path, fingerprint
-from madeflow.runs import build_from_config, read_config
-from madeflow.training import evaluate_log_prob, fit
+from madeflow.train import distributed
+from madeflow.train.checks import TrainingStateError
+from madeflow.train.evaluation import NumericalError
+from madeflow.train.loop import evaluate_log_prob, fit
 
 __all__ = [
     "EXIT_CODES",
@@ -406,7 +406,7 @@ def _fit_locked(
     metrics = finite_or_none({"history": history.to_dict(), **scores, "seconds": history.seconds})
     _save(lambda: save_json(metrics, out / "metrics.json"), out)
     try:
-        from madeflow.cli_plots import plot_run
+        from madeflow.cli.plots import plot_run
 
         plot_run(out, model, data.space, data.test, config, seed=0)
     except Exception as err:  # a plot must not lose a trained model

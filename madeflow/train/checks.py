@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from madeflow.data.rows import Rows, RowSource, num_columns
-from madeflow.evaluation import require_rows
+from madeflow.train.evaluation import require_rows
 
 __all__ = [
     "LR_SCHEDULES",

@@ -7,7 +7,7 @@ at the end of every epoch, an :class:`EpochEnd` whose :meth:`EpochEnd.state` is 
 ``fit(..., state=...)`` needs to finish with bitwise the same parameters (on CPU).
 
 Launched by ``torchrun`` (or inside an initialised process group of several ranks), :func:`fit`
-trains data-parallel: see :mod:`madeflow.distributed`. Training and validation data may be
+trains data-parallel: see :mod:`madeflow.train.distributed`. Training and validation data may be
 tensors or row sources read a mini-batch at a time (:mod:`madeflow.data.rows`), such as
 memory-mapped files.
 """
@@ -25,21 +25,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from madeflow import distributed
 from madeflow.data.rows import Rows, take, to_device
-from madeflow.evaluation import (
-    NumericalError,
-    evaluate_log_prob,
-    is_numerical_failure,
-    mean_log_prob,
-)
-from madeflow.fit_checks import (
+from madeflow.train import distributed
+from madeflow.train.checks import (
     STATE_VERSION,
     TrainingStateError,
     check_args,
     check_model,
     check_numbers,
     check_state,
+)
+from madeflow.train.evaluation import (
+    NumericalError,
+    evaluate_log_prob,
+    is_numerical_failure,
+    mean_log_prob,
 )
 
 __all__ = [
@@ -184,7 +184,7 @@ def fit(
     epochs without improvement.
 
     With several ranks (started by ``torchrun``, which :func:`fit` joins with
-    :func:`madeflow.distributed.init`, or in a process group you initialised) every rank calls
+    :func:`madeflow.train.distributed.init`, or in a process group you initialised) every rank calls
     :func:`fit` with the same arguments and trains data-parallel: each rank computes its rows
     ``r::world`` of every global mini-batch of ``batch_size`` and the gradients are all-reduced,
     so the parameters follow a one-process run up to floating-point summation order and are
@@ -192,7 +192,7 @@ def fit(
     last mini-batch with fewer than two rows per rank is merged into the one before it (batch
     statistics need two rows). With ``augment``, every rank reads and
     augments the whole global batch (so the shared generator stays in step) and keeps its rows.
-    On CUDA each rank uses ``cuda:LOCAL_RANK``. See :mod:`madeflow.distributed`.
+    On CUDA each rank uses ``cuda:LOCAL_RANK``. See :mod:`madeflow.train.distributed`.
 
     Args:
         model: Any ``nn.Module`` with ``log_prob(x, context=None) -> (batch,)``. Trained in place.
@@ -239,7 +239,7 @@ def fit(
         TypeError: If the data are not tensors or row sources (e.g. NumPy arrays).
         ValueError: On inconsistent arguments or shapes.
         RuntimeError: If another rank fails or does not answer within
-            :func:`madeflow.distributed.timeout`.
+            :func:`madeflow.train.distributed.timeout`.
 
     Example:
         >>> class Gauss(nn.Module):

@@ -22,7 +22,7 @@ from torch import nn
 from madeflow.data.rows import Rows, RowSource, take
 
 if TYPE_CHECKING:
-    from madeflow.distributed import DataParallel
+    from madeflow.train.distributed import DataParallel
 
 __all__ = [
     "NumericalError",
@@ -188,7 +188,7 @@ def mean_log_prob(
     shard (rows ``rank::world``) and the sums and counts are all-reduced in float64.
 
     Args:
-        par: How training is spread (:class:`madeflow.distributed.DataParallel`).
+        par: How training is spread (:class:`madeflow.train.distributed.DataParallel`).
         model: Any module with ``log_prob(x, context=None)``.
         data: ``(N, D)`` tensor or row source.
         context: ``(N, C)`` contexts, or ``None``.

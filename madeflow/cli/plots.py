@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from madeflow.checkpoint import CheckpointError, atomic_write_bytes, load_json
-from madeflow.cli_data import DataSpace
+from madeflow.data.preprocessing import DataSpace
 from madeflow.data.rows import Rows, take
-from madeflow.training import evaluate_log_prob
+from madeflow.runs.safe_io import CheckpointError, atomic_write_bytes, load_json
+from madeflow.train.loop import evaluate_log_prob
 
 __all__ = ["PLOT_ROWS", "plot_run"]
 

@@ -19,9 +19,9 @@ is not the one the run saved is refused by ``evaluate``, ``sample``, ``plot`` an
 
 ``madeflow fit`` with no arguments trains a 5-layer MAF with a mixture-of-Gaussians base on the
 bundled logit digits (fresh dequantization noise each batch), early-stopped on validation; see
-:data:`madeflow.cli_fit.FIT_DEFAULTS`. Commands run on one CPU thread unless ``--threads``.
+:data:`madeflow.cli.fit.FIT_DEFAULTS`. Commands run on one CPU thread unless ``--threads``.
 ``torchrun --nproc_per_node N -m madeflow fit ...`` trains data-parallel on ``N`` processes
-(:mod:`madeflow.distributed`).
+(:mod:`madeflow.train.distributed`).
 """
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from madeflow import distributed
-from madeflow.checkpoint import atomic_write_bytes
-from madeflow.cli_data import mean_and_stderr, prepare
-from madeflow.cli_fit import EXIT_CODES, UsageError, cmd_fit, device_from, error_kind, say
+from madeflow.cli.data import mean_and_stderr, prepare
+from madeflow.cli.fit import EXIT_CODES, UsageError, cmd_fit, device_from, error_kind, say
 from madeflow.data.files import DataError, check_range, load_array
 from madeflow.data.rows import to_device
-from madeflow.integrity import MAX_TOY_SIZE, RunWarning, data_drift
 from madeflow.models import MODELS
-from madeflow.runs import load_run
-from madeflow.training import evaluate_log_prob
+from madeflow.runs.folder import load_run
+from madeflow.runs.integrity import MAX_TOY_SIZE, RunWarning, data_drift
+from madeflow.runs.safe_io import atomic_write_bytes
+from madeflow.train import distributed
+from madeflow.train.loop import evaluate_log_prob
 
 __all__ = ["EXIT_CODES", "UsageError", "load_run", "main"]
 
@@ -312,7 +312,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """``madeflow plot``: redraw the run's pictures (the test data too, unless it changed)."""
-    from madeflow.cli_plots import plot_run
+    from madeflow.cli.plots import plot_run
 
     config, model, space = load_run(args.run, force=args.force)
     test = None

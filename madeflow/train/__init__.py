@@ -1,0 +1,1 @@
+"""Training: :func:`fit`, evaluation, resumable state and data-parallel runs."""
