@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 import madeflow as mf
 from madeflow.models import MAX_LAYERS, MAX_PARAMETERS, count_parameters, model_config
-from madeflow.train.checks import TrainingStateError
+from madeflow.train.state import TrainingStateError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -39,7 +39,7 @@ from typing import NoReturn
 import numpy as np
 import torch
 
-from madeflow.cli.data import mean_and_stderr, prepare
+from madeflow.cli.data import prepare
 from madeflow.cli.fit import EXIT_CODES, UsageError, cmd_fit, device_from, error_kind, say
 from madeflow.data.files import DataError, check_range, load_array
 from madeflow.data.rows import to_device
@@ -48,6 +48,7 @@ from madeflow.runs.folder import load_run
 from madeflow.runs.integrity import MAX_TOY_SIZE, RunWarning, data_drift
 from madeflow.runs.safe_io import atomic_write_bytes
 from madeflow.train import distributed
+from madeflow.train.evaluation import mean_and_stderr
 from madeflow.train.loop import evaluate_log_prob
 
 __all__ = ["EXIT_CODES", "UsageError", "load_run", "main"]

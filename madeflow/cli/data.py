@@ -10,7 +10,6 @@ in the user's units. A ``.npy`` file with ``mmap`` stays on disk: its splits are
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from madeflow.data.memmap import load_memmap
 from madeflow.data.preprocessing import DataSpace
 from madeflow.data.rows import Rows, take
 from madeflow.data.toy import TOY_DATASETS, toy_data
-from madeflow.train import distributed
 
 __all__ = ["DataSpace", "Prepared", "data_config", "is_binary", "prepare"]
 
@@ -186,33 +184,3 @@ def is_binary(*parts: Rows, chunk: int = 1 << 16) -> bool:
             if not ((x == 0) | (x == 1)).all():
                 return False
     return True
-
-
-def mean_and_stderr(values: torch.Tensor, all_ranks: bool = False) -> tuple[float, float]:
-    """Mean and standard error of a 1-D tensor (``nan`` error for one value).
-
-    Args:
-        values: ``(N,)``.
-        all_ranks: With several ranks, each passes its share and all get the statistics of all
-            the values together (sums all-reduced in float64, two passes).
-
-    Returns:
-        ``(mean, standard error)``.
-    """
-    if all_ranks and distributed.is_active():
-        return _all_ranks_mean_and_stderr(values)
-    n = values.numel()
-    mean = values.double().mean().item()
-    if n < 2:
-        return mean, math.nan
-    return mean, values.double().std().item() / math.sqrt(n)
-
-
-def _all_ranks_mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
-    v = values.double()
-    total, n = distributed.all_sum([v.sum(), v.numel()], v.device)
-    mean = total / n
-    if n < 2:
-        return mean, math.nan
-    (sq,) = distributed.all_sum([(v - mean).square().sum()], v.device)
-    return mean, math.sqrt(sq / (n - 1)) / math.sqrt(n)

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from madeflow.cli.data import data_config, is_binary, mean_and_stderr, prepare
+from madeflow.cli.data import data_config, is_binary, prepare
 from madeflow.cli.resume import read_state, resume_conflicts
 from madeflow.data.files import DataError, path_problem
 from madeflow.data.rows import num_columns, to_device
@@ -36,9 +36,9 @@ from madeflow.runs.safe_io import (
     save_tensors,
 )
 from madeflow.train import distributed
-from madeflow.train.checks import TrainingStateError
-from madeflow.train.evaluation import NumericalError
+from madeflow.train.evaluation import NumericalError, mean_and_stderr
 from madeflow.train.loop import evaluate_log_prob, fit
+from madeflow.train.state import TrainingStateError
 
 __all__ = [
     "EXIT_CODES",

@@ -17,7 +17,7 @@ import torch
 from madeflow.cli.data import data_config
 from madeflow.data.files import DataError
 from madeflow.runs.safe_io import CheckpointError, load_tensors
-from madeflow.train.checks import TrainingStateError, check_state
+from madeflow.train.state import TrainingStateError, check_state
 
 __all__ = ["read_state", "resume_conflicts"]
 

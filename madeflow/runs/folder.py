@@ -3,8 +3,8 @@
 A run folder (written by ``madeflow fit``) holds ``config.json`` (data, model and training
 settings), ``model.pt`` (best weights, model name, standardisation statistics), ``metrics.json``,
 pictures, and ``train_state.pt`` for ``--resume``. :func:`load_run` is the Python entry point to a
-finished run. Everything read is validated first (:mod:`madeflow.runs.integrity`), and a ``model.pt``
-that is not the one the run saved is refused.
+finished run. Everything read is validated first (:mod:`madeflow.runs.integrity`), and a
+``model.pt`` that is not the one the run saved is refused.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 
 import torch
 
-from madeflow.runs.safe_io import CheckpointError, load_json, load_tensors
-from madeflow.data.preprocessing import DataSpace
 from madeflow.data.files import path_problem
-from madeflow.runs.integrity import check_checkpoint, check_config, check_model_file
+from madeflow.data.preprocessing import DataSpace
 from madeflow.models import model_from_config
+from madeflow.runs.integrity import check_checkpoint, check_config, check_model_file
+from madeflow.runs.safe_io import CheckpointError, load_json, load_tensors
 
 __all__ = ["build_from_config", "load_run", "read_config"]
 
@@ -71,7 +71,7 @@ def load_run(
 
 
 def read_config(folder: Path) -> dict[str, Any]:
-    """Read ``folder/config.json`` and check every value (:func:`~madeflow.runs.integrity.check_config`).
+    """Read ``folder/config.json`` and check every value (:func:`.integrity.check_config`).
 
     Raises:
         CheckpointError: If the folder is not a run, or its config is unreadable or invalid.

@@ -10,37 +10,39 @@ Launched by ``torchrun`` (or inside an initialised process group of several rank
 trains data-parallel: see :mod:`madeflow.train.distributed`. Training and validation data may be
 tensors or row sources read a mini-batch at a time (:mod:`madeflow.data.rows`), such as
 memory-mapped files.
+
+The pieces: argument checks (:mod:`madeflow.train.checks`), the resumable state and early stopping
+(:mod:`madeflow.train.state`), the mini-batches and the optimizer step
+(:mod:`madeflow.train.step`), scoring (:mod:`madeflow.train.evaluation`) and the ranks
+(:mod:`madeflow.train.distributed`). This module puts them together: one epoch at a time, then
+the callback.
 """
 
 from __future__ import annotations
 
-import copy
-import math
+import functools
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from madeflow.data.rows import Rows, take, to_device
+from madeflow.data.rows import Rows, to_device
 from madeflow.train import distributed
-from madeflow.train.checks import (
-    STATE_VERSION,
+from madeflow.train.checks import check_args, check_model, check_numbers
+from madeflow.train.evaluation import NumericalError, evaluate_log_prob
+from madeflow.train.state import (
+    EarlyStopping,
+    EpochEnd,
+    History,
     TrainingStateError,
-    check_args,
-    check_model,
-    check_numbers,
-    check_state,
+    restore,
+    snapshot,
 )
-from madeflow.train.evaluation import (
-    NumericalError,
-    evaluate_log_prob,
-    is_numerical_failure,
-    mean_log_prob,
-)
+from madeflow.train.step import NonFiniteLossError, Trainer, epoch_batches, lr_factor, validate
 
 __all__ = [
     "EpochEnd",
@@ -52,105 +54,11 @@ __all__ = [
     "fit",
 ]
 
-ADVICE = "try a lower learning rate, gradient clipping or standardised data"
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""``augment(batch, generator) -> batch``, drawing its randomness from ``generator``."""
 
-
-class NonFiniteLossError(NumericalError):
-    """The training or validation loss, or the parameters, became NaN or infinite."""
-
-
-@dataclass
-class History:
-    """What happened during :func:`fit`.
-
-    Attributes:
-        train_log_lik: Mean training log-likelihood per epoch (nats per example, averaged over the
-            epoch's mini-batches while the weights were changing).
-        val_log_lik: Mean validation log-likelihood per epoch after the epoch (empty without
-            validation data).
-        best_epoch: Index (0-based) of the epoch whose weights were kept; ``-1`` before any epoch.
-        best_val_log_lik: The validation log-likelihood of the kept weights (``nan`` without
-            validation data).
-        stopped: Why training ended: ``"max_epochs"``, ``"early_stopping"`` or ``"callback"``.
-        epochs: Number of epochs run in total (including those before a resume).
-        seconds: Wall-clock time spent in this call.
-    """
-
-    train_log_lik: list[float] = field(default_factory=list)
-    val_log_lik: list[float] = field(default_factory=list)
-    best_epoch: int = -1
-    best_val_log_lik: float = float("nan")
-    stopped: str = ""
-    epochs: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy."""
-        return asdict(self)
-
-
-@dataclass
-class EpochEnd:
-    """Passed to ``callback`` at the end of each epoch.
-
-    Attributes:
-        epoch: Index (0-based) of the epoch that just ended.
-        train_log_lik: Its mean training log-likelihood.
-        val_log_lik: Its validation log-likelihood, ``None`` without validation data.
-        improved: Whether these are the best weights so far.
-        last: Whether training ends after this epoch (early stopping or ``max_epochs``).
-        history: The running :class:`History`.
-    """
-
-    epoch: int
-    train_log_lik: float
-    val_log_lik: float | None
-    improved: bool
-    last: bool
-    history: History
-    _state: Callable[[], dict[str, Any]]
-
-    def state(self) -> dict[str, Any]:
-        """A detached copy of the full training state; ``torch.save`` it to resume later.
-
-        Contains only tensors, numbers, strings, lists and dicts, so it loads with
-        ``torch.load(..., weights_only=True)``.
-        """
-        return self._state()
-
-
-def _clone(obj: Any) -> Any:
-    """Deep copy of nested dicts/lists of tensors, detached and cloned."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def _mask_modules(model: nn.Module) -> list[nn.Module]:
-    """Every submodule with more than one mask to cycle (multi-mask MADEs)."""
-    return [
-        m
-        for m in model.modules()
-        if callable(getattr(m, "next_mask", None)) and getattr(m, "num_masks", 1) > 1
-    ]
-
-
-def _diverged(epoch: int, step: int, detail: str) -> NonFiniteLossError:
-    return NonFiniteLossError(
-        f"training diverged at epoch {epoch}, step {step}{detail}: the model's values became "
-        f"NaN or Inf on finite data; {ADVICE}"
-    )
-
-
-def _lr_factor(schedule: str | None, epoch: int, max_epochs: int) -> float:
-    if schedule in (None, "constant"):
-        return 1.0
-    # Cosine annealing to zero over ``max_epochs``; stateless so resuming needs nothing extra.
-    return 0.5 * (1.0 + math.cos(math.pi * epoch / max(max_epochs, 1)))
+GOING_ON = "max_epochs"
+"""The stop reason while no other one applies (the loop ends at ``max_epochs``)."""
 
 
 def fit(
@@ -257,172 +165,152 @@ def fit(
     check_args(train, val, train_context, val_context, batch_size, max_epochs, lr_schedule)
     check_model(model)
     check_numbers(lr=lr, weight_decay=weight_decay, clip_grad_norm=clip_grad_norm)
-    if device is None:
-        param = next(iter(model.parameters()), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
-    if distributed.launched():
-        device = distributed.init(device)
+    device = _training_device(model, device)
     model.to(device)
-    train, val, train_context, val_context = (
-        to_device(t, device) for t in (train, val, train_context, val_context)
-    )
+    data = _Data(*(to_device(t, device) for t in (train, val, train_context, val_context)))
     par = distributed.DataParallel(model, device)
     if len(train) < par.world:
         raise ValueError(f"{len(train)} training examples are too few for {par.world} ranks")
     state = par.share(state)
-
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    history = History()
-    best_state = _clone(model.state_dict())
-    bad_epochs = 0
-    start_epoch = 0
-    if state is not None:
-        check_state(state, model)
-        try:
-            model.load_state_dict(
-                state["best_model"]
-            )  # checks its MADE buffers now, not at the end
-            model.load_state_dict(state["model"])
-        except ValueError as err:
-            raise TrainingStateError(str(err)) from err
-        optimizer.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        history = History(**state["history"])
-        best_state = _clone(state["best_model"])
-        bad_epochs = int(state["bad_epochs"])
-        start_epoch = int(state["epoch"]) + 1
-        if history.stopped in ("early_stopping", "callback"):
-            start_epoch = max_epochs  # that run had finished; do not train further
-
-    masks = _mask_modules(model)
+    generator = torch.Generator().manual_seed(seed)
+    history, stopping, first = restore(state, model, optimizer, generator, max_epochs)
     log_prob = torch.compile(par.log_prob) if compile else par.log_prob
+    options = _Options(max_epochs, batch_size, lr, lr_schedule, patience, augment, callback)
+    run = _Run(data, Trainer(par, optimizer, log_prob, clip_grad_norm), generator, options)
+    run.history, run.stopping = history, stopping
     show = par.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
-    bar = None
-    if show:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_epochs, initial=min(start_epoch, max_epochs), unit="epoch")
+    run.bar = _Bar(max_epochs, first) if show else None
     t0 = time.perf_counter()
-    n = len(train)
-    stopped = history.stopped or "max_epochs"
+    stopped = history.stopped or GOING_ON
     try:
-        for epoch in range(start_epoch, max_epochs):
-            for group in optimizer.param_groups:
-                group["lr"] = lr * _lr_factor(lr_schedule, epoch, max_epochs)
-            model.train()
-            order = torch.randperm(n, generator=gen).to(device)
-            total, count = 0.0, 0
-            starts = list(range(0, n, batch_size))
-            if len(starts) > 1 and n - starts[-1] < 2 * par.world:
-                starts.pop()  # a tiny last batch joins the one before: batch norm needs 2 rows
-            for step, start in enumerate(starts):
-                stop = starts[step + 1] if step + 1 < len(starts) else n
-                idx = order[start:stop]
-                if len(idx) < par.world:
-                    break  # fewer rows than ranks: some would have none
-                mine = par.mine(idx)
-                if augment is None:
-                    x = take(train, mine, device)
-                else:
-                    # The whole global batch, so the shared generator draws the same on each rank.
-                    x = par.mine(augment(take(train, idx, device), gen))
-                c = None if train_context is None else take(train_context, mine, device)
-                try:
-                    loss, batch_total = par.loss(log_prob(x, c), len(idx))
-                except ValueError as err:
-                    if not is_numerical_failure(err, x, c):
-                        raise  # the data's or the caller's fault: the model's own message
-                    raise _diverged(epoch, step, "") from err
-                # Without distribution validation (torch.compile turns it off for the whole
-                # process) the same failure arrives as a NaN loss: one message for both.
-                if not math.isfinite(batch_total):
-                    raise _diverged(epoch, step, f" (loss {-batch_total / len(idx)})")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-                optimizer.step()
-                for made in masks:
-                    made.next_mask()
-                total += batch_total
-                count += len(idx)
-            par.sync_buffers()
-            broken = next((k for k, p in model.named_parameters() if not p.isfinite().all()), None)
-            if broken is not None:
-                raise NonFiniteLossError(
-                    f"parameter {broken} became NaN or Inf at epoch {epoch}; {ADVICE}"
-                )
-            train_ll = total / count
-            history.train_log_lik.append(train_ll)
-            history.epochs = epoch + 1
-
-            val_ll = None
-            improved = True
-            if val is not None:
-                try:
-                    val_ll = mean_log_prob(par, model, val, val_context, max(batch_size, 1000))
-                except NumericalError as err:
-                    raise NonFiniteLossError(
-                        f"training diverged at epoch {epoch}: the model's values became NaN or "
-                        f"Inf on finite validation rows {err.rows}; {ADVICE}"
-                    ) from err
-                if not math.isfinite(val_ll):
-                    raise NonFiniteLossError(
-                        f"validation log-likelihood became {val_ll} at epoch {epoch}"
-                    )
-                history.val_log_lik.append(val_ll)
-                improved = history.best_epoch < 0 or val_ll > history.best_val_log_lik
-            if improved:
-                history.best_epoch = epoch
-                if val_ll is not None:
-                    history.best_val_log_lik = val_ll
-                best_state = _clone(model.state_dict())
-                bad_epochs = 0
-            else:
-                bad_epochs += 1
-            if val is not None and patience is not None and bad_epochs >= patience:
-                stopped = "early_stopping"
-            if bar is not None:
-                post = {"train": f"{train_ll:.3f}"}
-                if val_ll is not None:
-                    post["val"] = f"{val_ll:.3f}"
-                    post["best"] = f"{history.best_val_log_lik:.3f}"
-                bar.set_postfix(post, refresh=False)
-                bar.update(1)
-
-            history.stopped = stopped if stopped != "max_epochs" else ""
-
-            def snapshot(
-                epoch: int = epoch, bad: int = bad_epochs, best: dict = best_state
-            ) -> dict[str, Any]:
-                return {
-                    "version": STATE_VERSION,
-                    "epoch": epoch,
-                    "model": _clone(model.state_dict()),
-                    "optimizer": _clone(optimizer.state_dict()),
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": _clone(history.to_dict()),
-                    "best_model": _clone(best),
-                    "bad_epochs": bad,
-                }
-
-            last = stopped != "max_epochs" or epoch + 1 >= max_epochs
-            event = EpochEnd(epoch, train_ll, val_ll, improved, last, history, snapshot)
-            stop = callback is not None and bool(callback(event))
-            if par.any(stop) and stopped == "max_epochs":
-                stopped = "callback"
-            if stopped != "max_epochs":
+        for epoch in range(first, max_epochs):
+            stopped = run.epoch(epoch)
+            if stopped != GOING_ON:
                 break
     finally:
         par.close()
-        if bar is not None:
-            bar.close()
+        if run.bar is not None:
+            run.bar.close()
     if val is not None:
-        model.load_state_dict(best_state)
+        model.load_state_dict(stopping.best_weights)
     history.stopped = stopped
     history.seconds = time.perf_counter() - t0
     return history
+
+
+def _training_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """``device``, else the model's; under ``torchrun``, this rank's (joining its group once)."""
+    if device is None:
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    return distributed.init(device) if distributed.launched() else device
+
+
+@dataclass
+class _Data:
+    """Training and validation rows and contexts, on the training device."""
+
+    train: Rows
+    val: Rows | None
+    train_context: Rows | None
+    val_context: Rows | None
+
+
+@dataclass
+class _Options:
+    """The settings of one :func:`fit` call that its epochs use."""
+
+    max_epochs: int
+    batch_size: int
+    lr: float
+    lr_schedule: str | None
+    patience: int | None
+    augment: Augment | None
+    callback: Callable[[EpochEnd], bool | None] | None
+
+
+class _Bar:
+    """A tqdm bar of epochs showing the log-likelihoods (tqdm is imported only when shown)."""
+
+    def __init__(self, total: int, initial: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.tqdm = tqdm(total=total, initial=min(initial, total), unit="epoch")
+
+    def update(self, train_ll: float, val_ll: float | None, best: float) -> None:
+        """Advance by one epoch."""
+        post = {"train": f"{train_ll:.3f}"}
+        if val_ll is not None:
+            post["val"] = f"{val_ll:.3f}"
+            post["best"] = f"{best:.3f}"
+        self.tqdm.set_postfix(post, refresh=False)
+        self.tqdm.update(1)
+
+    def close(self) -> None:
+        """Close the bar."""
+        self.tqdm.close()
+
+
+class _Run:
+    """The epochs of one :func:`fit` call: train, validate, keep the best, tell the callback."""
+
+    history: History
+    stopping: EarlyStopping
+    bar: _Bar | None
+
+    def __init__(
+        self, data: _Data, trainer: Trainer, generator: torch.Generator, options: _Options
+    ) -> None:
+        self.data, self.trainer, self.generator, self.options = data, trainer, generator, options
+        self.par = trainer.par
+
+    def epoch(self, epoch: int) -> str:
+        """Run ``epoch``; returns why training stops after it (:data:`GOING_ON`: it goes on)."""
+        o, d, h = self.options, self.data, self.history
+        for group in self.trainer.optimizer.param_groups:
+            group["lr"] = o.lr * lr_factor(o.lr_schedule, epoch, o.max_epochs)
+        self.par.model.train()
+        batches = epoch_batches(
+            d.train, d.train_context, o.batch_size, self.par, self.generator, o.augment
+        )
+        train_ll = self.trainer.epoch(batches, epoch)
+        h.train_log_lik.append(train_ll)
+        h.epochs = epoch + 1
+        val_ll = None
+        if d.val is not None:
+            val_ll = validate(self.par, d.val, d.val_context, o.batch_size, epoch)
+            h.val_log_lik.append(val_ll)
+        improved = self.stopping.update(h, epoch, val_ll, self.par.model)
+        stopped = GOING_ON
+        if d.val is not None and self.stopping.exhausted(o.patience):
+            stopped = "early_stopping"
+        if self.bar is not None:
+            self.bar.update(train_ll, val_ll, h.best_val_log_lik)
+        h.stopped = "" if stopped == GOING_ON else stopped
+        last = stopped != GOING_ON or epoch + 1 >= o.max_epochs
+        event = EpochEnd(epoch, train_ll, val_ll, improved, last, h, self._state(epoch))
+        return self._tell(event, stopped)
+
+    def _state(self, epoch: int) -> Callable[[], dict[str, Any]]:
+        """What :meth:`EpochEnd.state` returns: a snapshot taken when it is called."""
+        s = self.stopping
+        return functools.partial(
+            snapshot,
+            epoch,
+            self.par.model,
+            self.trainer.optimizer,
+            self.generator,
+            self.history,
+            s.best_weights,
+            s.bad_epochs,
+        )
+
+    def _tell(self, event: EpochEnd, stopped: str) -> str:
+        """Call the callback; a ``True`` from it on any rank stops every rank."""
+        callback = self.options.callback
+        stop = callback is not None and bool(callback(event))
+        if self.par.any(stop) and stopped == GOING_ON:
+            stopped = "callback"
+        return stopped
