@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from madeflow import cli
+from madeflow import cli, load_run
 from madeflow.cli import fit as cli_fit
+from madeflow.cli.data import prepare
 from madeflow.runs.safe_io import load_tensors
 from madeflow.train.loop import NonFiniteLossError
 
@@ -79,8 +80,8 @@ def test_evaluate_matches_model_and_writes_rows(moons_run, tmp_path, capsys):
     metrics = json.loads((moons_run / "metrics.json").read_text())
     assert ll.mean() == pytest.approx(metrics["test_log_lik_data_space"], abs=1e-4)
     # Scoring a file of raw points gives the same numbers as the run's own test split.
-    config, model, space = cli.load_run(moons_run)
-    test = cli.prepare(config["data"]).test
+    config, model, space = load_run(moons_run)
+    test = prepare(config["data"]).test
     np.savetxt(tmp_path / "pts.csv", space.to_data(test).numpy(), delimiter=",")
     assert (
         cli.main(["evaluate", str(moons_run), str(tmp_path / "pts.csv"), "-o", str(out_csv)]) == 0
@@ -94,7 +95,7 @@ def test_sample_and_plot(moons_run, tmp_path, capsys):
     samples = np.loadtxt(out, delimiter=",")
     assert samples.shape == (300, 2)
     # Original units, not standardised: the spread matches the data's, not 1.
-    config, _, space = cli.load_run(moons_run)
+    config, _, space = load_run(moons_run)
     assert np.allclose(samples.std(0), space.standardizer.std.numpy(), rtol=0.5)
     (moons_run / "samples.png").unlink()
     assert cli.main(["plot", str(moons_run)]) == 0

@@ -19,7 +19,7 @@ import torch
 from madeflow.data.files import DataError, Standardizer, load_array, split, split_indices
 from madeflow.data.memmap import load_memmap
 from madeflow.data.preprocessing import DataSpace
-from madeflow.data.rows import Rows, take
+from madeflow.data.rows import Rows, take, to_device
 from madeflow.data.toy import TOY_DATASETS, toy_data
 
 __all__ = ["DataSpace", "Prepared", "data_config", "is_binary", "prepare"]
@@ -93,6 +93,11 @@ class Prepared:
     val: Rows
     test: Rows
     space: DataSpace
+
+    def to(self, device: torch.device | str) -> Prepared:
+        """The splits on ``device`` (a row source stays where it is: it is read per batch)."""
+        train, val, test = (to_device(part, device) for part in (self.train, self.val, self.test))
+        return Prepared(train, val, test, self.space)
 
 
 def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared:

@@ -1,5 +1,11 @@
-"""Run folders: what ``madeflow fit`` writes and :func:`load_run` reads back."""
+"""Run folders: what ``madeflow fit`` writes and :func:`load_run` reads back.
 
-from madeflow.runs.folder import load_run
+:mod:`madeflow.runs.folder` reads and writes every file of a run folder, checking what it reads
+with :mod:`madeflow.runs.integrity`; :mod:`madeflow.runs.safe_io` writes atomically, loads
+tensors without running code and locks a folder while it is written.
+"""
 
-__all__ = ["load_run"]
+from madeflow.runs.folder import RunWarning, load_run
+from madeflow.runs.safe_io import CheckpointError
+
+__all__ = ["CheckpointError", "RunWarning", "load_run"]

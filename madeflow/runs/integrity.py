@@ -1,4 +1,4 @@
-"""Run-folder integrity: validate what a run folder holds, and notice tampering and drift.
+"""Run-folder integrity: what each value of a run folder may be, checked before anything is built.
 
 Everything :func:`madeflow.load_run` and ``madeflow fit --resume`` read is checked before
 anything is built from it:
@@ -10,15 +10,13 @@ anything is built from it:
 * :func:`check_checkpoint`: ``model.pt`` holds the fields a run writes, its weights are finite
   tensors of the right kind, batch-norm variances and standardisation scales are positive. MADE
   orderings and degrees are checked by :class:`madeflow.MADE` itself when loaded.
-* Fingerprints (:func:`fingerprint`): ``config.json`` records the SHA-256, size and shape of the
-  training data file and the SHA-256 and size of ``model.pt``. A ``model.pt`` that is not the one
-  this run wrote is refused (:func:`check_model_file`); a data file that changed since ``fit`` is
-  reported by :func:`data_drift`, and each command decides (see ``docs/reliability.md``).
+
+Tampering and drift (the fingerprints of ``model.pt`` and of the data file) are noticed where the
+files are read and written, in :mod:`madeflow.runs.folder`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import numbers
 import os
@@ -30,27 +28,13 @@ import torch
 
 from madeflow.runs.safe_io import FORMAT_VERSION, CheckpointError
 
-__all__ = [
-    "MAX_TOY_SIZE",
-    "RunWarning",
-    "check_checkpoint",
-    "check_config",
-    "check_model_file",
-    "data_drift",
-    "data_path",
-    "fingerprint",
-]
+__all__ = ["MAX_TOY_SIZE", "check_checkpoint", "check_config"]
 
 MAX_TOY_SIZE = 10**7
 """Most points a run may draw from a toy density (160 MB as float64)."""
 
 DATA_KINDS = ("digits", "digits-binary", "toy", "file")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
-
-
-class RunWarning(UserWarning):
-    """A run folder was used although something in it changed (``force=True``)."""
 
 
 # ----------------------------------------------------------------------------- config.json
@@ -145,111 +129,6 @@ def _valid_fingerprint(entry: Any) -> bool:
         return False
     shape = entry.get("shape")
     return shape is None or (isinstance(shape, list) and all(_is_int(n) for n in shape))
-
-
-# ----------------------------------------------------------------------------- fingerprints
-def fingerprint(path: str | os.PathLike) -> dict[str, Any]:
-    """SHA-256 and size of a file, read in 1 MiB chunks.
-
-    Args:
-        path: A file.
-
-    Returns:
-        ``{"sha256": hex digest, "size": bytes}``.
-    """
-    digest = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return {"sha256": digest.hexdigest(), "size": size}
-
-
-def _same(recorded: dict[str, Any], path: Path) -> tuple[bool, str]:
-    """Whether ``path`` still has the recorded fingerprint, and how it differs if not."""
-    try:
-        size = path.stat().st_size
-    except OSError as err:
-        return False, f"cannot be read ({err.strerror})"
-    if size != recorded["size"]:
-        return False, f"its size changed from {recorded['size']} to {size} bytes"
-    if fingerprint(path)["sha256"] != recorded["sha256"]:
-        return False, "its contents changed (same size, different SHA-256)"
-    return True, ""
-
-
-def check_model_file(
-    folder: Path, config: dict[str, Any], force: bool = False, action: str = "using it"
-) -> None:
-    """Refuse a ``model.pt`` that is not the one this run wrote (its fingerprint differs).
-
-    A ``config.json`` without a model fingerprint (a run killed while saving, or written by an
-    older madeflow) gives a :class:`RunWarning` and no check.
-
-    Args:
-        folder: The run folder.
-        config: Its checked config.
-        force: Warn (:class:`RunWarning`) instead of refusing.
-        action: What would happen to the file, for the message (``"resuming would overwrite
-            it"``).
-
-    Raises:
-        CheckpointError: If the fingerprint recorded in ``config.json`` does not match.
-    """
-    import warnings
-
-    recorded = config.get("fingerprints", {}).get("model")
-    path = folder / "model.pt"
-    if not path.is_file():
-        return  # a missing file gets load_tensors' own message, and a fresh resume writes it
-    if recorded is None:
-        warnings.warn(
-            f"{folder}/config.json records no fingerprint of model.pt, so it cannot be checked "
-            f"(the run was killed while saving, or an older madeflow wrote it); madeflow fit "
-            f"--resume --out {folder} records one",
-            RunWarning,
-            stacklevel=3,
-        )
-        return
-    same, how = _same(recorded, path)
-    if same:
-        return
-    problem = (
-        f"{path} is not the model this run saved ({how}): it may come from another run, or "
-        "the run was killed while saving it"
-    )
-    if not force:
-        raise CheckpointError(
-            f"{problem}; restore it, or pass --force (force=True) to go on {action}"
-        )
-    warnings.warn(f"{problem}; going on {action} (--force)", RunWarning, stacklevel=3)
-
-
-def data_path(data: dict[str, Any]) -> Path | None:
-    """The file a run's ``data`` section reads (``None`` for digits and toy data)."""
-    if data["kind"] != "file":
-        return None
-    path, _, key = data["source"].partition(".npz:")
-    return Path(path + ".npz" if key else path)
-
-
-def data_drift(config: dict[str, Any]) -> str | None:
-    """How the training data file differs from the one ``fit`` read, or ``None``.
-
-    Args:
-        config: A checked run config.
-
-    Returns:
-        ``None`` if the file is unchanged, missing (its reader says so), not a file, or no
-        fingerprint was recorded; else a sentence naming the file and what changed.
-    """
-    path = data_path(config["data"])
-    recorded = config.get("fingerprints", {}).get("data")
-    if path is None or recorded is None or not path.is_file():
-        return None
-    same, how = _same(recorded, path)
-    return None if same else f"the data file {path} changed since this run was fitted ({how})"
 
 
 # ----------------------------------------------------------------------------- model.pt
