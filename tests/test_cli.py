@@ -219,20 +219,6 @@ def test_bernoulli_on_binary_file(tmp_path, capsys):
     assert "binary data" in capsys.readouterr().err
 
 
-def test_digit_dequantization_keeps_pixel_levels():
-    from madeflow.cli.data import DataSpace
-    from madeflow.data.digits import load_digits
-
-    space = DataSpace("digits", None, 0.05)
-    y = load_digits(dtype=torch.float64).train[:20]
-    gen = torch.Generator().manual_seed(0)
-    y2 = space.augmenter()(y, gen)
-    x, x2 = space.to_data(y), space.to_data(y2)
-    assert torch.equal(torch.floor(x * 17), torch.floor(x2 * 17))
-    assert (x - x2).abs().max() > 0.01  # fresh noise
-    assert DataSpace("toy", None, 0.05).augmenter() is None
-
-
 def test_interrupt_exits_130_with_resume_hint(tmp_path, capsys, monkeypatch):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

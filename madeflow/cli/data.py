@@ -18,13 +18,12 @@ import torch
 
 from madeflow.data.files import DataError, Standardizer, load_array, split, split_indices
 from madeflow.data.memmap import load_memmap
-from madeflow.data.preprocessing import DataSpace
+from madeflow.data.preprocessing import DIGITS, DataSpace
 from madeflow.data.rows import Rows, take, to_device
 from madeflow.data.toy import TOY_DATASETS, toy_data
 
-__all__ = ["DataSpace", "Prepared", "data_config", "is_binary", "prepare"]
+__all__ = ["Prepared", "data_config", "is_binary", "prepare"]
 
-DIGITS = ("digits", "digits-binary")
 TOY_ALIASES = {"two_moons": "moons", "two-moons": "moons", "eight_gaussians": "8gaussians"}
 
 
@@ -123,7 +122,8 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
             alpha=cfg["alpha"],
             dtype=dtype,
         )
-        return Prepared(d.train, d.val, d.test, DataSpace(kind, None, cfg["alpha"]))
+        space = DataSpace.logit(cfg["alpha"]) if kind == "digits" else DataSpace(kind)
+        return Prepared(d.train, d.val, d.test, space)
     if cfg.get("mmap"):
         return _prepare_memmap(cfg, dtype)
     # Standardised data are read and standardised in float64 and narrowed after: values beyond
@@ -135,7 +135,7 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
         full = load_array(cfg["source"], dtype=wide)
     parts = split(full, seed=cfg["seed"])
     std = _checked(Standardizer.fit(parts.train), cfg) if cfg["standardize"] else None
-    space = DataSpace(kind, std, cfg["alpha"])
+    space = DataSpace(kind) if std is None else DataSpace.standardized(std, kind)
     if std is None:
         return Prepared(parts.train, parts.val, parts.test, space)
     train, val, test = (std(part).to(dtype) for part in parts)
@@ -156,7 +156,8 @@ def _prepare_memmap(cfg: dict[str, Any], dtype: torch.dtype) -> Prepared:
         std = _checked(Standardizer.from_moments(*train.moments()), cfg)
         narrow = _Narrowed(std, dtype)
         train, val, test = (part.with_transform(narrow) for part in (train, val, test))
-    return Prepared(train, val, test, DataSpace(cfg["kind"], std, cfg["alpha"]))
+    space = DataSpace(cfg["kind"]) if std is None else DataSpace.standardized(std, cfg["kind"])
+    return Prepared(train, val, test, space)
 
 
 def _checked(std: Standardizer, cfg: dict[str, Any]) -> Standardizer:

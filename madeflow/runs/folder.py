@@ -160,7 +160,8 @@ def load_run(
     check_checkpoint(ckpt, model, config, folder / MODEL)
     load_weights(model, ckpt["model"], folder / MODEL)
     model.eval()
-    space = DataSpace.from_state(config["data"], ckpt.get("data_space", {}))
+    data = config["data"]
+    space = DataSpace.from_state(ckpt.get("data_space", {}), data["kind"], data["alpha"])
     if space.standardizer is not None:
         space.standardizer.to(device)
     # Last, so a damaged file gets the specific message above, a valid foreign one this.
