@@ -10,8 +10,12 @@ The public API, flat:
   :class:`BatchNormTransform`, :class:`PermuteTransform`, factories;
 * flows and guides: :class:`MAF`, :class:`IAF`, :class:`AutoIAF`;
 * the sequential solver: :func:`autoregressive_solve`;
-* training and runs: :func:`fit`, :func:`load_run`, :func:`build_model`; data-parallel
-  training under ``torchrun`` in :mod:`madeflow.train.distributed`.
+* training and runs: :func:`fit` (:mod:`madeflow.train`), :func:`load_run`
+  (:mod:`madeflow.runs`), :func:`build_model`; data-parallel training under ``torchrun`` in
+  :mod:`madeflow.train.distributed`;
+* data and its preprocessing (logit and standardising maps, dequantization): :mod:`madeflow.data`.
+
+The command line (:mod:`madeflow.cli`) is built on these; ``import madeflow`` does not load it.
 """
 
 from madeflow.autoguide import AutoIAF
@@ -29,10 +33,15 @@ from madeflow.layers import MaskedLinear
 from madeflow.made import MADE
 from madeflow.models import build_model
 from madeflow.pyro_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
-from madeflow.runs.folder import load_run
-from madeflow.runs.safe_io import CheckpointError
-from madeflow.train.evaluation import NumericalError
-from madeflow.train.loop import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.runs import CheckpointError, load_run
+from madeflow.train import (
+    EpochEnd,
+    History,
+    NonFiniteLossError,
+    NumericalError,
+    evaluate_log_prob,
+    fit,
+)
 from madeflow.transforms import (
     BatchNormTransform,
     ConditionalIAFTransform,

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from madeflow.data.toy import TOY_DATASETS
+from madeflow.models import model_config
 from madeflow.runs.safe_io import FORMAT_VERSION, CheckpointError
 
 __all__ = ["MAX_TOY_SIZE", "check_checkpoint", "check_config"]
@@ -59,12 +61,9 @@ def check_config(config: Any, where: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: One line naming the first bad key, its value and what it must be.
     """
-
-    def fail(key: str, what: str) -> CheckpointError:
-        return CheckpointError(f"{where}: {key} {what}; restore the file or start a new run")
-
+    check = _ConfigCheck(config, where)
     if not isinstance(config, dict):
-        raise fail("the file", f"holds a {type(config).__name__}, not a JSON object")
+        raise check.fail("the file", f"holds a {type(config).__name__}, not a JSON object")
     version = config.get("format_version")
     if not _is_int(version) or version != FORMAT_VERSION:
         raise CheckpointError(
@@ -72,54 +71,73 @@ def check_config(config: Any, where: str | os.PathLike) -> dict[str, Any]:
         )
     for section in ("data", "model", "training"):
         if not isinstance(config.get(section), dict):
-            raise fail(section, f"must be a JSON object, got {config.get(section)!r}")
-
-    def need(section: str, key: str, ok: bool, what: str) -> None:
-        if not ok:
-            raise fail(f"{section}.{key}", f"must be {what}, got {config[section].get(key)!r}")
-
-    data = config["data"]
-    need("data", "kind", data.get("kind") in DATA_KINDS, f"one of {DATA_KINDS}")
-    need("data", "source", isinstance(data.get("source"), str) and data["source"] != "", "a name")
-    if data["kind"] == "toy":
-        from madeflow.data.toy import TOY_DATASETS
-
-        need("data", "source", data["source"] in TOY_DATASETS, f"one of {sorted(TOY_DATASETS)}")
-    need("data", "seed", _is_int(data.get("seed")), "an integer")
-    size = data.get("toy_size")
-    need("data", "toy_size", _is_int(size) and 3 <= size <= MAX_TOY_SIZE, f"in [3, {MAX_TOY_SIZE}]")
-    alpha = data.get("alpha")
-    need("data", "alpha", _is_real(alpha) and 0 < alpha < 0.5, "a number in (0, 0.5)")
-    for key in ("standardize", "mmap"):
-        need("data", key, isinstance(data.get(key), bool), "true or false")
-
-    model = config["model"]
-    from madeflow.models import model_config
-
-    try:
-        options = model.get("options")
-        if not isinstance(options, dict):
-            raise ValueError(f"options must be a JSON object, got {options!r}")
-        model_config(model.get("name"), model.get("input_dim"), **options)
-    except (TypeError, ValueError) as err:
-        raise fail("model", f"is invalid: {err}") from None
-
-    t = config["training"]
-    for key, low in (("max_epochs", 0), ("batch_size", 1), ("patience", 0)):
-        need("training", key, _is_int(t.get(key)) and t[key] >= low, f"an integer >= {low}")
-    need("training", "lr", _is_real(t.get("lr")) and t["lr"] > 0, "a finite number > 0")
-    for key in ("weight_decay", "clip_grad"):
-        need("training", key, _is_real(t.get(key)) and t[key] >= 0, "a finite number >= 0")
-    need("training", "seed", _is_int(t.get("seed")), "an integer")
-    need("training", "dequantize", isinstance(t.get("dequantize"), bool), "true or false")
-
-    prints = config.get("fingerprints", {})
-    if not isinstance(prints, dict) or set(prints) - {"data", "model"}:
-        raise fail("fingerprints", "must be an object with 'data' and 'model' entries")
-    for name, entry in prints.items():
-        if not _valid_fingerprint(entry):
-            raise fail(f"fingerprints.{name}", "must hold a sha256 (64 hex digits) and a size")
+            raise check.fail(section, f"must be a JSON object, got {config.get(section)!r}")
+    check.data()
+    check.model()
+    check.training()
+    check.fingerprints()
     return config
+
+
+class _ConfigCheck:
+    """The checks of :func:`check_config`, one method per section of the file."""
+
+    def __init__(self, config: Any, where: str | os.PathLike) -> None:
+        self.config, self.where = config, where
+
+    def fail(self, key: str, what: str) -> CheckpointError:
+        return CheckpointError(f"{self.where}: {key} {what}; restore the file or start a new run")
+
+    def need(self, section: str, key: str, ok: bool, what: str) -> None:
+        if not ok:
+            got = self.config[section].get(key)
+            raise self.fail(f"{section}.{key}", f"must be {what}, got {got!r}")
+
+    def data(self) -> None:
+        data, need = self.config["data"], self.need
+        need("data", "kind", data.get("kind") in DATA_KINDS, f"one of {DATA_KINDS}")
+        source = data.get("source")
+        need("data", "source", isinstance(source, str) and source != "", "a name")
+        if data["kind"] == "toy":
+            need("data", "source", source in TOY_DATASETS, f"one of {sorted(TOY_DATASETS)}")
+        need("data", "seed", _is_int(data.get("seed")), "an integer")
+        size = data.get("toy_size")
+        ok = _is_int(size) and 3 <= size <= MAX_TOY_SIZE
+        need("data", "toy_size", ok, f"in [3, {MAX_TOY_SIZE}]")
+        alpha = data.get("alpha")
+        need("data", "alpha", _is_real(alpha) and 0 < alpha < 0.5, "a number in (0, 0.5)")
+        for key in ("standardize", "mmap"):
+            need("data", key, isinstance(data.get(key), bool), "true or false")
+
+    def model(self) -> None:
+        model = self.config["model"]
+        try:
+            options = model.get("options")
+            if not isinstance(options, dict):
+                raise ValueError(f"options must be a JSON object, got {options!r}")
+            model_config(model.get("name"), model.get("input_dim"), **options)
+        except (TypeError, ValueError) as err:
+            raise self.fail("model", f"is invalid: {err}") from None
+
+    def training(self) -> None:
+        t, need = self.config["training"], self.need
+        for key, low in (("max_epochs", 0), ("batch_size", 1), ("patience", 0)):
+            need("training", key, _is_int(t.get(key)) and t[key] >= low, f"an integer >= {low}")
+        need("training", "lr", _is_real(t.get("lr")) and t["lr"] > 0, "a finite number > 0")
+        for key in ("weight_decay", "clip_grad"):
+            need("training", key, _is_real(t.get(key)) and t[key] >= 0, "a finite number >= 0")
+        need("training", "seed", _is_int(t.get("seed")), "an integer")
+        need("training", "dequantize", isinstance(t.get("dequantize"), bool), "true or false")
+
+    def fingerprints(self) -> None:
+        prints = self.config.get("fingerprints", {})
+        if not isinstance(prints, dict) or set(prints) - {"data", "model"}:
+            raise self.fail("fingerprints", "must be an object with 'data' and 'model' entries")
+        for name, entry in prints.items():
+            if not _valid_fingerprint(entry):
+                raise self.fail(
+                    f"fingerprints.{name}", "must hold a sha256 (64 hex digits) and a size"
+                )
 
 
 def _valid_fingerprint(entry: Any) -> bool:
