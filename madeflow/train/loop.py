@@ -177,21 +177,12 @@ def fit(
     history, stopping, first = restore(state, model, optimizer, generator, max_epochs)
     log_prob = torch.compile(par.log_prob) if compile else par.log_prob
     options = _Options(max_epochs, batch_size, lr, lr_schedule, patience, augment, callback)
-    run = _Run(data, Trainer(par, optimizer, log_prob, clip_grad_norm), generator, options)
-    run.history, run.stopping = history, stopping
     show = par.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
-    run.bar = _Bar(max_epochs, first) if show else None
+    bar = _Bar(max_epochs, first) if show else None
+    trainer = Trainer(par, optimizer, log_prob, clip_grad_norm)
+    run = _Run(data, trainer, generator, options, history, stopping, bar)
     t0 = time.perf_counter()
-    stopped = history.stopped or GOING_ON
-    try:
-        for epoch in range(first, max_epochs):
-            stopped = run.epoch(epoch)
-            if stopped != GOING_ON:
-                break
-    finally:
-        par.close()
-        if run.bar is not None:
-            run.bar.close()
+    stopped = run.epochs(first)
     if val is not None:
         model.load_state_dict(stopping.best_weights)
     history.stopped = stopped
@@ -253,18 +244,36 @@ class _Bar:
         self.tqdm.close()
 
 
+@dataclass
 class _Run:
     """The epochs of one :func:`fit` call: train, validate, keep the best, tell the callback."""
 
+    data: _Data
+    trainer: Trainer
+    generator: torch.Generator
+    options: _Options
     history: History
     stopping: EarlyStopping
     bar: _Bar | None
 
-    def __init__(
-        self, data: _Data, trainer: Trainer, generator: torch.Generator, options: _Options
-    ) -> None:
-        self.data, self.trainer, self.generator, self.options = data, trainer, generator, options
-        self.par = trainer.par
+    @property
+    def par(self) -> distributed.DataParallel:
+        """The model in its data-parallel wrapper."""
+        return self.trainer.par
+
+    def epochs(self, first: int) -> str:
+        """Run the epochs from ``first`` until one says stop; returns why training ended."""
+        stopped = self.history.stopped or GOING_ON
+        try:
+            for epoch in range(first, self.options.max_epochs):
+                stopped = self.epoch(epoch)
+                if stopped != GOING_ON:
+                    break
+        finally:
+            self.par.close()
+            if self.bar is not None:
+                self.bar.close()
+        return stopped
 
     def epoch(self, epoch: int) -> str:
         """Run ``epoch``; returns why training stops after it (:data:`GOING_ON`: it goes on)."""
