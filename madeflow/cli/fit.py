@@ -33,6 +33,7 @@ from madeflow.cli.settings import device_from, new_config, out_folder
 from madeflow.data.files import DataError, path_problem
 from madeflow.data.rows import num_columns
 from madeflow.runs.folder import (
+    CONFIG,
     STATE,
     build_from_config,
     read_state,
@@ -121,8 +122,8 @@ def _fit_main(
             # A new run that failed before its first checkpoint leaves nothing half-written.
             # Cleanup that fails (a read-only folder) must not hide the error that ended the run.
             with contextlib.suppress(OSError):
-                if fresh and out.is_dir() and not (out / "train_state.pt").exists():
-                    (out / "config.json").unlink(missing_ok=True)
+                if fresh and out.is_dir() and not (out / STATE).exists():
+                    (out / CONFIG).unlink(missing_ok=True)
                     if created:
                         out.rmdir()  # only if empty: never delete anything we did not write
             raise
@@ -311,7 +312,7 @@ def _save(write: Callable[[], None], out: Path) -> None:
     try:
         write()
     except CheckpointError as err:
-        if (out / "train_state.pt").is_file():
+        if (out / STATE).is_file():
             raise CheckpointError(
                 f"{err}; the last checkpoint is kept: then continue with madeflow fit --resume "
                 f"--out {out}"

@@ -25,7 +25,6 @@ PLOT_ROWS = 10000
 """Test rows drawn from a row source (memory-mapped data); a tensor is drawn whole."""
 
 
-
 def _pyplot() -> Any:
     import matplotlib
 

@@ -78,8 +78,6 @@ class RunWarning(UserWarning):
     """A run folder was used although something in it changed (``force=True``)."""
 
 
-
-
 # ----------------------------------------------------------------------------- writing
 def write_config(folder: Path, config: dict[str, Any]) -> None:
     """Write ``config.json`` (atomically; :class:`CheckpointError` if it cannot be written)."""

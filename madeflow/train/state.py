@@ -42,6 +42,7 @@ STATE_VERSION = 1
 STOPPED_EARLY = ("early_stopping", "callback")
 """Values of :attr:`History.stopped` after which a resumed run trains no further."""
 
+
 class TrainingStateError(ValueError):
     """A training state to resume from is damaged or belongs to another model."""
 
@@ -115,7 +116,6 @@ def clone(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return type(obj)(clone(v) for v in obj)
     return copy.deepcopy(obj)
-
 
 
 class EarlyStopping:
@@ -238,7 +238,6 @@ _HISTORY_FIELDS = {
 }
 
 
-
 def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -351,5 +350,3 @@ def check_state(state: Any, model: nn.Module) -> None:
         ):
             raise TrainingStateError(f"{key} is not a random generator state")
     _check_history(state["history"])
-
-
