@@ -19,8 +19,7 @@ The command line (:mod:`madeflow.cli`) is built on these; ``import madeflow`` do
 """
 
 from madeflow.autoguide import AutoIAF
-from madeflow.checks import AutoregressiveError, check_autoregressive
-from madeflow.density import (
+from madeflow.distributions import (
     BernoulliMADE,
     GaussianMADE,
     GaussianMixtureMADE,
@@ -28,12 +27,13 @@ from madeflow.density import (
     MADEDistribution,
 )
 from madeflow.flows import IAF, MAF
-from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
-from madeflow.layers import MaskedLinear
-from madeflow.made import MADE
 from madeflow.models import build_model
-from madeflow.pyro_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
+from madeflow.nn.checks import AutoregressiveError, check_autoregressive
+from madeflow.nn.linear import MaskedLinear
+from madeflow.nn.made import MADE
+from madeflow.nn.pyro import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from madeflow.runs import CheckpointError, load_run
+from madeflow.solve import autoregressive_solve, naive_autoregressive_solve
 from madeflow.train import (
     EpochEnd,
     History,

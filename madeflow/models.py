@@ -46,19 +46,19 @@ _MAX_SEED = 2**63 - 1
 
 
 def _made_bernoulli(input_dim: int, o: dict[str, Any]) -> nn.Module:
-    from madeflow.density import BernoulliMADE
+    from madeflow.distributions import BernoulliMADE
 
     return BernoulliMADE(input_dim, o["hidden_dims"], **_made_kwargs(o))
 
 
 def _made_gaussian(input_dim: int, o: dict[str, Any]) -> nn.Module:
-    from madeflow.density import GaussianMADE
+    from madeflow.distributions import GaussianMADE
 
     return GaussianMADE(input_dim, o["hidden_dims"], **_made_kwargs(o))
 
 
 def _made_mog(input_dim: int, o: dict[str, Any]) -> nn.Module:
-    from madeflow.density import GaussianMixtureMADE
+    from madeflow.distributions import GaussianMixtureMADE
 
     return GaussianMixtureMADE(
         input_dim, o["hidden_dims"], num_components=o["num_components"], **_made_kwargs(o)

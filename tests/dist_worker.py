@@ -28,8 +28,8 @@ import torch
 
 import madeflow
 from madeflow.data import MemmapRows
-from madeflow.density import GaussianMADE
-from madeflow.layers import MaskedLinear
+from madeflow.distributions import GaussianMADE
+from madeflow.nn.linear import MaskedLinear
 from madeflow.train import distributed
 
 SEED = 7

@@ -15,7 +15,7 @@ from madeflow.data import (
     split,
     split_indices,
 )
-from madeflow.density import GaussianMADE
+from madeflow.distributions import GaussianMADE
 from madeflow.train.loop import fit
 
 TINY = ["--hidden", "8", "--num-transforms", "2", "--quiet"]

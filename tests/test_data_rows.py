@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from madeflow.data.rows import RowSource, RowSubset, num_columns, subset, take, to_device
-from madeflow.density import GaussianMADE
+from madeflow.distributions import GaussianMADE
 from madeflow.train.loop import evaluate_log_prob, fit
 
 

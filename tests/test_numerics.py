@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import madeflow as mf
 from madeflow import cli
-from madeflow.made import MADE
+from madeflow.nn.made import MADE
 from madeflow.transforms import IAFTransform, MAFTransform
 
 D = 3

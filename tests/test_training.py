@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from madeflow.data.toy import toy_data
-from madeflow.density import GaussianMADE
+from madeflow.distributions import GaussianMADE
 from madeflow.runs.safe_io import load_tensors, save_tensors
 from madeflow.train.loop import NonFiniteLossError, evaluate_log_prob, fit
 

@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch.distributions import Bernoulli, Distribution, constraints
 
-from madeflow.density.base import MADEDensity
-from madeflow.made import Params
+from madeflow.distributions.made import MADEDensity
+from madeflow.modes import is_eager
+from madeflow.nn.made import Params
 
 __all__ = ["BernoulliMADE"]
 
@@ -22,7 +23,7 @@ class BernoulliMADE(MADEDensity):
 
     The MADE outputs one logit per dimension (``param_dims=(1,)``). Scoring costs one pass;
     sampling draws uniforms ``u`` and sets ``x_d = [u_d < \sigma(\ell_d)]`` through
-    :func:`madeflow.inversion.autoregressive_solve`.
+    :func:`madeflow.solve.autoregressive_solve`.
 
     Integer or boolean ``x`` is converted to the module's dtype (binary data are naturally stored
     that way); any value other than 0 or 1 raises ``ValueError``.
@@ -56,14 +57,28 @@ class BernoulliMADE(MADEDensity):
     ) -> None:
         super().__init__(input_dim, hidden_dims, (1,), context_dim, **made_kwargs)
 
-    def _convert_dtype(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self._reference().dtype)
-        bad = ~((x == 0) | (x == 1))
-        # NaN/Inf get their own message from the caller.
-        bad &= torch.isfinite(x)
-        if bool(bad.any()):
-            values = torch.unique(x[bad])[:5].tolist()
-            raise ValueError(f"BernoulliMADE needs binary x (0 or 1); got values such as {values}")
+    continuous = False
+
+    def checked_points(self, x: torch.Tensor) -> torch.Tensor:
+        """Check points as every model does, then require every finite entry to be 0 or 1.
+
+        Args:
+            x: ``(*batch, D)``, any numeric or boolean dtype.
+
+        Returns:
+            ``x`` in the model's dtype.
+
+        Raises:
+            ValueError: If an entry is neither 0 nor 1 (NaN/Inf rows get their own message).
+        """
+        x = super().checked_points(x)
+        if is_eager():
+            bad = ~((x == 0) | (x == 1)) & torch.isfinite(x)
+            if bool(bad.any()):
+                values = torch.unique(x[bad])[:5].tolist()
+                raise ValueError(
+                    f"BernoulliMADE needs binary x (0 or 1); got values such as {values}"
+                )
         return x
 
     def conditionals_from_params(self, params: Params) -> Distribution:

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import constraints
 
-if TYPE_CHECKING:
-    from madeflow.density.base import MADEDensity
+from madeflow.distributions.base import DensityModel
 
 __all__ = ["MADEDistribution"]
 
 
 class MADEDistribution(TorchDistribution):
-    """Pyro distribution view of a :class:`~madeflow.density.base.MADEDensity`.
+    """Pyro distribution view of a :class:`~madeflow.distributions.made.MADEDensity`.
 
     Holds the estimator (not a copy: its parameters stay trainable) and an optional context.
     Usually made by calling the estimator: ``est(context)``. Works with ``pyro.sample`` (with or
@@ -31,7 +28,7 @@ class MADEDistribution(TorchDistribution):
             validated by the estimator.
 
     Example:
-        >>> from madeflow.density import GaussianMADE
+        >>> from madeflow.distributions import GaussianMADE
         >>> d = GaussianMADE(3, [16], context_dim=2)(torch.randn(4, 2))
         >>> tuple(d.batch_shape), tuple(d.event_shape), tuple(d.sample((5,)).shape)
         ((4,), (3,), (5, 4, 3))
@@ -41,12 +38,12 @@ class MADEDistribution(TorchDistribution):
 
     def __init__(
         self,
-        estimator: MADEDensity,
+        estimator: DensityModel,
         context: torch.Tensor | None = None,
         batch_shape: torch.Size | tuple[int, ...] | None = None,
         validate_args: bool | None = None,
     ) -> None:
-        context_batch = estimator._check_context(context)
+        context_batch = estimator.checked_context(context)
         if batch_shape is None:
             batch_shape = context_batch
         batch_shape = torch.Size(batch_shape)

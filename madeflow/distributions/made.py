@@ -7,8 +7,8 @@ A MADE density estimator factorizes a density autoregressively,
 with every conditional's parameters :math:`\theta_d` read off one pass of a :class:`madeflow.MADE`.
 Subclasses only say which conditional family :math:`\theta_d` parametrizes
 (:meth:`MADEDensity.conditionals`) and how to turn pre-drawn noise into a draw from it
-(:meth:`MADEDensity.step`); scoring, sampling, mask ensembles, validation and the
-:class:`~madeflow.density.distribution.MADEDistribution` wrapper live here.
+(:meth:`MADEDensity.step`); scoring, sampling and mask ensembles live here, and the checks of
+the density contract in :class:`madeflow.distributions.base.DensityModel`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import nn
 from torch.distributions import Distribution, constraints
 
-from madeflow.inversion import autoregressive_solve
-from madeflow.made import MADE, Params
-from madeflow.modes import is_eager
+from madeflow.distributions.base import DensityModel
+from madeflow.distributions.pyro import MADEDistribution
+from madeflow.nn.made import MADE, Params
+from madeflow.solve import autoregressive_solve
 
 __all__ = ["MADEDensity", "soft_clamp"]
 
@@ -48,12 +48,14 @@ def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
     return bound * torch.tanh(x / bound)
 
 
-class MADEDensity(nn.Module):
+class MADEDensity(DensityModel):
     """Base class of the MADE density estimators (one MADE pass per density evaluation).
 
     Subclasses implement :meth:`conditionals_from_params` (the per-dimension distributions),
     :meth:`step` (one elementwise sampling step driven by pre-drawn noise) and
-    :meth:`draw_noise`. Everything else is shared.
+    :meth:`draw_noise`. Everything else is shared; the contract (checked ``log_prob``,
+    ``sample``, ``rsample``, ``forward``) comes from
+    :class:`~madeflow.distributions.base.DensityModel`.
 
     Args:
         input_dim: ``D``.
@@ -67,7 +69,7 @@ class MADEDensity(nn.Module):
         made: The :class:`madeflow.MADE` conditioner.
 
     Example:
-        >>> from madeflow.density import BernoulliMADE
+        >>> from madeflow.distributions import BernoulliMADE
         >>> est = BernoulliMADE(3, [8], context_dim=2, num_masks=4, permutation="random")
         >>> context = torch.randn(5, 2)
         >>> x = est.sample((), context)
@@ -75,7 +77,6 @@ class MADEDensity(nn.Module):
         ((5,), (5,))
     """
 
-    has_rsample: bool = False
     support: constraints.Constraint = constraints.independent(constraints.real, 1)
 
     def __init__(
@@ -105,7 +106,11 @@ class MADEDensity(nn.Module):
         return self.made.context_dim
 
     def _reference(self) -> torch.Tensor:
-        return next(self.made.parameters())
+        return self.made.output_layer.weight
+
+    def model_dtype(self) -> torch.dtype:
+        """The dtype of the MADE's parameters."""
+        return self._reference().dtype
 
     # -------------------------------------------------- subclass interface
     def conditionals_from_params(self, params: Params) -> Distribution:
@@ -142,65 +147,6 @@ class MADEDensity(nn.Module):
         """
         raise NotImplementedError
 
-    # --------------------------------------------------------------- checks
-    def _check_x(self, x: torch.Tensor) -> torch.Tensor:
-        """Validate data to be scored and return it in the module's dtype."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(
-                f"x must be a torch.Tensor, got {type(x).__name__}; convert it with "
-                "torch.as_tensor(x)"
-            )
-        if x.dim() == 0 or x.shape[-1] != self.input_dim:
-            raise ValueError(
-                f"x must have last dimension input_dim={self.input_dim}, got shape {tuple(x.shape)}"
-            )
-        x = self._convert_dtype(x)
-        if not is_eager():  # value checks need a branch on data (see madeflow.modes)
-            return x
-        finite = torch.isfinite(x).all(-1)
-        if not bool(finite.all()):
-            rows = torch.nonzero(~finite)[:5].tolist()
-            shown = ", ".join(str(tuple(r)) for r in rows)
-            count = int((~finite).sum())
-            raise ValueError(
-                f"x contains NaN or Inf in {count} row(s); first batch indices: {shown}"
-            )
-        return x
-
-    def _convert_dtype(self, x: torch.Tensor) -> torch.Tensor:
-        """Continuous models refuse integer data (it would need dequantization first)."""
-        if not x.dtype.is_floating_point:
-            raise TypeError(
-                f"{type(self).__name__} is a continuous density but x has dtype {x.dtype}; "
-                "integer data need dequantization (e.g. x + torch.rand_like(x, dtype=...)) or an "
-                "explicit conversion with x.to(dtype) before scoring"
-            )
-        return x.to(self._reference().dtype)
-
-    def _check_context(self, context: torch.Tensor | None) -> torch.Size:
-        """Validate a context and return its batch shape."""
-        if context is not None and not isinstance(context, torch.Tensor):
-            raise TypeError(
-                f"context must be a torch.Tensor, got {type(context).__name__}; convert it with "
-                "torch.as_tensor(context)"
-            )
-        if self.context_dim:
-            if context is None:
-                raise ValueError(
-                    f"this {type(self).__name__} is conditional (context_dim={self.context_dim}): "
-                    "pass context"
-                )
-            if context.dim() == 0 or context.shape[-1] != self.context_dim:
-                raise ValueError(
-                    f"context must have last dimension context_dim={self.context_dim}, "
-                    f"got shape {tuple(context.shape)}"
-                )
-            _check_finite_context(context)
-            return context.shape[:-1]
-        if context is not None:
-            raise ValueError(f"this {type(self).__name__} has context_dim=0 but got a context")
-        return torch.Size()
-
     # -------------------------------------------------------------- density
     def conditionals(self, x: torch.Tensor, context: torch.Tensor | None = None) -> Distribution:
         """The distributions of ``x_d`` given ``x_<d`` (and the context), for every ``d``.
@@ -212,33 +158,12 @@ class MADEDensity(nn.Module):
         Returns:
             A distribution with batch shape ``(*batch, D)``.
         """
-        x = self._check_x(x)
+        x = self.checked_points(x)
+        self.checked_context(context)
         return self.conditionals_from_params(self.made(x, context))
 
-    def log_prob(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Exact, normalized log-density under the current mask (one network pass).
-
-        Args:
-            x: ``(*batch, D)``.
-            context: ``(*batch, context_dim)`` (broadcastable against ``x``'s batch) when
-                conditional, else ``None``.
-
-        Returns:
-            ``(*batch,)``.
-
-        Raises:
-            ValueError: On a wrong last dimension, NaN/Inf entries (the message names the rows),
-                out-of-support values, or a missing/unexpected context.
-        """
-        x = self._check_x(x)
-        batch = self._check_context(context)
-        try:
-            torch.broadcast_shapes(x.shape[:-1], batch)
-        except RuntimeError:
-            raise ValueError(
-                f"context batch shape {tuple(batch)} does not match (broadcast with) x batch "
-                f"shape {tuple(x.shape[:-1])}"
-            ) from None
+    def score(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Exact log-density under the current mask, one network pass: ``(*batch,)``."""
         return self.conditionals_from_params(self.made(x, context)).log_prob(x).sum(-1)
 
     def ensemble_log_prob(
@@ -249,7 +174,7 @@ class MADEDensity(nn.Module):
         .. math:: \log \frac{1}{K} \sum_k p_k(x) = \operatorname{logsumexp}_k \log p_k(x) - \log K
 
         (an average of densities, hence a density; averaging logits would not be). The mask that
-        was current before the call is restored.
+        was current before the call is restored. Costs ``K`` passes.
 
         Args:
             x: ``(*batch, D)``.
@@ -275,6 +200,8 @@ class MADEDensity(nn.Module):
     ) -> torch.Tensor:
         """Deterministic sample given pre-drawn noise, through the autoregressive solver.
 
+        Costs about one network pass (:func:`madeflow.solve.autoregressive_solve`).
+
         Args:
             noise: ``(*sample_shape, *batch, D)`` as made by :meth:`draw_noise`.
             context: ``(*batch, context_dim)`` when conditional, else ``None``.
@@ -282,50 +209,24 @@ class MADEDensity(nn.Module):
         Returns:
             ``(*sample_shape, *batch, D)``.
         """
-        self._check_context(context)
+        self.checked_context(context)
         return autoregressive_solve(self.made, self.step, noise, context)
 
-    def _noise_for(
-        self, sample_shape: torch.Size | Sequence[int], context: torch.Tensor | None
-    ) -> torch.Tensor:
-        batch = self._check_context(context)
-        shape = torch.Size(sample_shape) + batch + torch.Size((self.input_dim,))
-        return self.draw_noise(shape)
+    def draw(self, sample_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
+        """Samples ``(*sample_shape, *batch, D)``: pre-drawn noise through the solver."""
+        return self.sample_from_noise(self._noise(sample_shape, context), context)
 
-    def sample(
-        self,
-        sample_shape: torch.Size | Sequence[int] = (),
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Draw samples (no gradient), with ``D`` autoregressive steps via the solver.
+    def draw_and_score(
+        self, sample_shape: torch.Size, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density, the conditionals read off the solve's by-products."""
+        noise = self._noise(sample_shape, context)
+        x, params = autoregressive_solve(self.made, self.step, noise, context, return_params=True)
+        return x, self.conditionals_from_params(params).log_prob(x).sum(-1)
 
-        Args:
-            sample_shape: Leading shape of the draw.
-            context: ``(*batch, context_dim)`` when conditional, else ``None`` (batch ``()``).
-
-        Returns:
-            ``(*sample_shape, *batch, D)`` on the module's device and dtype.
-        """
-        with torch.no_grad():
-            return self.sample_from_noise(self._noise_for(sample_shape, context), context)
-
-    def rsample(
-        self,
-        sample_shape: torch.Size | Sequence[int] = (),
-        context: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Reparameterized sample (only where :attr:`has_rsample`).
-
-        Args:
-            sample_shape: Leading shape of the draw.
-            context: As in :meth:`sample`.
-
-        Returns:
-            ``(*sample_shape, *batch, D)``, differentiable in the parameters.
-        """
-        if not self.has_rsample:
-            raise NotImplementedError(f"{type(self).__name__} has no reparameterized sampler")
-        return self.sample_from_noise(self._noise_for(sample_shape, context), context)
+    def _noise(self, sample_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
+        batch = self.checked_context(context)
+        return self.draw_noise(sample_shape + batch + torch.Size((self.input_dim,)))
 
     def forward(self, context: torch.Tensor | None = None) -> Distribution:
         """The density as a Pyro distribution, optionally conditioned on ``context``.
@@ -334,19 +235,7 @@ class MADEDensity(nn.Module):
             context: ``(*batch, context_dim)`` when conditional, else ``None``.
 
         Returns:
-            A :class:`~madeflow.density.distribution.MADEDistribution` with batch shape ``batch``
+            A :class:`~madeflow.distributions.pyro.MADEDistribution` with batch shape ``batch``
             and event shape ``(D,)``.
         """
-        from madeflow.density.distribution import MADEDistribution
-
         return MADEDistribution(self, context)
-
-
-def _check_finite_context(context: torch.Tensor) -> None:
-    """Refuse NaN/Inf contexts (they would silently give NaN densities), naming the rows."""
-    if not is_eager():
-        return
-    bad = ~torch.isfinite(context).all(-1)
-    if bool(bad.any()):
-        rows = [tuple(r) for r in torch.nonzero(bad)[:5].tolist()]
-        raise ValueError(f"context contains NaN or Inf in {int(bad.sum())} row(s): {rows}")

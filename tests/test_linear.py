@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import madeflow.grouped as grouped
+import madeflow.nn.grouped as grouped
 from madeflow import MADE
-from madeflow.grouped import group_plan, grouped_masked_linear
-from madeflow.layers import MaskedLinear
-from madeflow.masks import mask_from_degrees
+from madeflow.nn.grouped import group_plan, grouped_masked_linear
+from madeflow.nn.linear import MaskedLinear
+from madeflow.nn.masks import mask_from_degrees
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch.distributions import Categorical, Distribution, MixtureSameFamily, Normal
 
-from madeflow.density.base import MADEDensity, soft_clamp
-from madeflow.made import Params
+from madeflow.distributions.made import MADEDensity, soft_clamp
+from madeflow.nn.made import Params
 
 __all__ = ["GaussianMixtureMADE"]
 
@@ -22,14 +22,14 @@ class GaussianMixtureMADE(MADEDensity):
 
     The MADE has ``param_dims=(K, K, K)``: per dimension ``K`` means, ``K`` raw log-scales and
     ``K`` mixing logits. Log-scales are soft-clamped to ``(-b, b)`` as in
-    :class:`~madeflow.density.GaussianMADE`; the mixture's log-density uses
+    :class:`~madeflow.distributions.GaussianMADE`; the mixture's log-density uses
     ``MixtureSameFamily`` (a stable log-sum-exp).
 
     Sampling uses one uniform ``u_d`` per dimension, exactly: the component is the inverse CDF of
     the mixing weights at ``u_d`` (``k`` with ``F_{k-1} <= u_d < F_k``), and the rescaled remainder
     ``v = (u_d - F_{k-1}) / \pi_{dk}``, which given ``k`` is again ``U(0, 1)``, gives the normal
     ``\Phi^{-1}(v)``. So the sample is a deterministic function of the noise, as
-    :func:`madeflow.inversion.autoregressive_solve` requires. The remainder has fewer random bits
+    :func:`madeflow.solve.autoregressive_solve` requires. The remainder has fewer random bits
     than ``u`` (about ``log2(1/\pi_{dk})`` fewer), which in float32 truncates the normal's tails at
     roughly 5 standard deviations; float64 is exact for all practical purposes.
 

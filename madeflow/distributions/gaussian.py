@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, Normal
 
-from madeflow.density.base import MADEDensity, soft_clamp
-from madeflow.made import Params
+from madeflow.distributions.made import MADEDensity, soft_clamp
+from madeflow.nn.made import Params
 
 __all__ = ["GaussianMADE"]
 
@@ -23,7 +23,7 @@ class GaussianMADE(MADEDensity):
     The soft clamp keeps log-scales in ``(-b, b)`` (``b = log_scale_bound``, default 10, i.e.
     scales between about ``4.5e-5`` and ``2.2e4``), so data as large as ``1e6`` still give finite
     log-densities and gradients in float32. Sampling is ``x_d = \mu_d + e^{s_d} \varepsilon_d``
-    with pre-drawn standard normals, solved by :func:`madeflow.inversion.autoregressive_solve`;
+    with pre-drawn standard normals, solved by :func:`madeflow.solve.autoregressive_solve`;
     it is reparameterized (:meth:`rsample`).
 
     Integer ``x`` raises ``TypeError`` (a continuous density needs dequantized data).

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from madeflow.grouped import GroupPlan, group_plan, grouped_masked_linear
 from madeflow.modes import is_eager
+from madeflow.nn.grouped import GroupPlan, group_plan, grouped_masked_linear
 
 __all__ = ["MaskedLinear"]
 
@@ -19,7 +19,7 @@ class MaskedLinear(nn.Linear):
     saved in ``state_dict`` (the degrees are), so switching masks costs no parameters.
 
     Large layers skip the zero half of the masked weight: rows are split into a few groups that
-    each multiply only the columns they can see (:mod:`madeflow.grouped`), with the same result
+    each multiply only the columns they can see (:mod:`madeflow.nn.grouped`), with the same result
     and the same gradients, of every order, as the dense masked product. Under
     ``torch.compile``, ``torch.jit`` and ``torch.func`` transforms the layer runs the dense masked
     product (:func:`madeflow.modes.is_eager`). Set ``grouped = False`` to force the

@@ -9,15 +9,16 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from madeflow.layers import MaskedLinear
-from madeflow.masks import (
+from madeflow.nn.linear import MaskedLinear
+from madeflow.nn.masks import (
     as_permutation,
     check_mask_buffers,
     connectivity,
     input_degrees,
     mask_from_degrees,
 )
-from madeflow.masks import hidden_degrees as draw_hidden_degrees
+from madeflow.nn.masks import hidden_degrees as draw_hidden_degrees
+from madeflow.validation import check_context, check_int, check_points, check_positive_ints
 
 __all__ = ["MADE"]
 
@@ -93,11 +94,11 @@ class MADE(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        hidden_dims = _positive_ints(hidden_dims, "hidden_dims", allow_empty=False)
-        param_dims = _positive_ints(param_dims, "param_dims", allow_empty=False)
-        _check_int(input_dim, "input_dim", minimum=1)
-        _check_int(context_dim, "context_dim", minimum=0)
-        _check_int(num_masks, "num_masks", minimum=1)
+        hidden_dims = check_positive_ints(hidden_dims, "hidden_dims")
+        param_dims = check_positive_ints(param_dims, "param_dims")
+        check_int(input_dim, "input_dim", minimum=1)
+        check_int(context_dim, "context_dim", minimum=0)
+        check_int(num_masks, "num_masks", minimum=1)
         if hidden_degrees not in ("equal", "random"):
             raise ValueError(f"hidden_degrees must be 'equal' or 'random', got {hidden_degrees!r}")
         if residual and len(set(hidden_dims)) != 1:
@@ -117,9 +118,14 @@ class MADE(nn.Module):
         self.activation = activation() if isinstance(activation, type) else activation
 
         if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
+            seed = int(torch.randint(0, 2**62, (), device="cpu").item())
         self.seed = seed
-        perms, degrees = self._draw_masks(permutation, seed)
+        # Masks are drawn on the CPU with their own generator (the same masks whatever the
+        # default device), then kept where the module's tensors are created.
+        home = torch.empty(0).device
+        with torch.device("cpu"):
+            perms, degrees = self._draw_masks(permutation, seed)
+        perms, degrees = perms.to(home), [deg.to(home) for deg in degrees]
         self.register_buffer("permutations", perms)
         for layer, deg in enumerate(degrees):
             self.register_buffer(f"degrees_{layer}", deg)
@@ -283,11 +289,21 @@ class MADE(nn.Module):
             out = out + self.skip_layer(x)
         return self.split_params(out)
 
-    def split_params(self, out: torch.Tensor) -> Params:
-        """Shape the raw ``(*batch, output_multiplier * D)`` output as Pyro does."""
+    def split_params(self, out: torch.Tensor, num_dims: int | None = None) -> Params:
+        """Shape a raw output as Pyro does.
+
+        Args:
+            out: ``(*batch, output_multiplier * n)``, row ``p * n + i`` holding parameter ``p`` of
+                dimension ``i``.
+            num_dims: ``n``, the number of input dimensions covered (default ``input_dim``; the
+                sequential solve splits one dimension at a time).
+
+        Returns:
+            What :meth:`forward` returns for ``n`` dimensions.
+        """
         if self.output_multiplier == 1:
             return out
-        out = out.unflatten(-1, (self.output_multiplier, self.input_dim))
+        out = out.unflatten(-1, (self.output_multiplier, num_dims or self.input_dim))
         if self.count_params == 1:
             return out
         if self.all_ones:
@@ -295,34 +311,20 @@ class MADE(nn.Module):
         return tuple(out.split(self.param_dims, dim=-2))
 
     def check_inputs(self, x: torch.Tensor, context: torch.Tensor | None = None) -> None:
-        """Raise a ``ValueError`` naming the problem if ``x`` or ``context`` do not fit.
+        """Raise an error naming the problem if ``x`` or ``context`` do not fit.
+
+        Shapes and types only: a network maps NaN to NaN, so values are not checked.
 
         Args:
             x: ``(*batch, input_dim)``.
             context: ``(*batch, context_dim)``, required exactly when ``context_dim > 0``.
+
+        Raises:
+            TypeError: If ``x`` or ``context`` is not a tensor.
+            ValueError: On a wrong last dimension or a missing/unexpected context.
         """
-        for name, value in (("x", x), ("context", context)):
-            if value is not None and not isinstance(value, torch.Tensor):
-                raise TypeError(
-                    f"{name} must be a torch.Tensor, got {type(value).__name__}; convert it with "
-                    f"torch.as_tensor({name})"
-                )
-        if x.dim() == 0 or x.shape[-1] != self.input_dim:
-            raise ValueError(
-                f"x must have last dimension input_dim={self.input_dim}, got shape {tuple(x.shape)}"
-            )
-        if self.context_dim:
-            if context is None:
-                raise ValueError(
-                    f"this MADE is conditional (context_dim={self.context_dim}): pass context"
-                )
-            if context.dim() == 0 or context.shape[-1] != self.context_dim:
-                raise ValueError(
-                    f"context must have last dimension context_dim={self.context_dim}, "
-                    f"got shape {tuple(context.shape)}"
-                )
-        elif context is not None:
-            raise ValueError("this MADE has context_dim=0 but a context was given")
+        check_points(x, self.input_dim, continuous=False, finite=False)
+        check_context(context, self.context_dim, type(self).__name__, finite=False)
 
     def extra_repr(self) -> str:
         """Summary shown by ``repr``."""
@@ -351,19 +353,3 @@ def _check_loaded_masks(
 def _reapply_mask_after_load(module: nn.Module, incompatible_keys: Any) -> None:
     # Masks are derived from the loaded degrees and mask index, not saved themselves.
     module._apply_mask(int(module.mask_index))
-
-
-def _check_int(value: Any, name: str, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _positive_ints(values: Sequence[int], name: str, allow_empty: bool) -> list[int]:
-    if isinstance(values, int):
-        values = [values]
-    values = list(values)
-    if not values and not allow_empty:
-        raise ValueError(f"{name} must not be empty")
-    for v in values:
-        _check_int(v, name, minimum=1)
-    return values

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from madeflow.made import MADE
+from madeflow.nn.made import MADE
 
 __all__ = ["AutoRegressiveNN", "ConditionalAutoRegressiveNN"]
 
