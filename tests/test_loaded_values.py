@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import madeflow as mf
-from madeflow.fit_checks import TrainingStateError
 from madeflow.models import MAX_LAYERS, MAX_PARAMETERS, count_parameters, model_config
+from madeflow.train.state import TrainingStateError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import madeflow as mf
-from madeflow.evaluation import NumericalError
+from madeflow.train.evaluation import NumericalError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

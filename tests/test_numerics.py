@@ -158,7 +158,7 @@ def test_cli_fit_on_constant_and_heavy_tailed_columns_never_saves_nan(tmp_path, 
     out = tmp_path / "run"
     argv = ["fit", str(tmp_path / "awkward.npy"), "--model", "maf", "--hidden", "8"]
     argv += ["--num-transforms", "2", "--epochs", "3", "--quiet", "--out", str(out)]
-    with mock.patch("madeflow.cli_plots.plot_run", lambda *a, **k: []):
+    with mock.patch("madeflow.cli.plots.plot_run", lambda *a, **k: []):
         code = cli.main(argv)
     err = capsys.readouterr().err
     if code == 5:  # stopped on a non-finite loss: said why, wrote no model

@@ -13,21 +13,22 @@ finite data (values near the dtype's limits, or weights that diverged) as a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from madeflow.data.rows import Rows, RowSource, take
-
-if TYPE_CHECKING:
-    from madeflow.distributed import DataParallel
+from madeflow.train import distributed
+from madeflow.train.distributed import DataParallel, shard
 
 __all__ = [
     "NumericalError",
     "evaluate_log_prob",
     "is_numerical_failure",
+    "mean_and_stderr",
     "mean_log_prob",
     "require_rows",
 ]
@@ -188,7 +189,7 @@ def mean_log_prob(
     shard (rows ``rank::world``) and the sums and counts are all-reduced in float64.
 
     Args:
-        par: How training is spread (:class:`madeflow.distributed.DataParallel`).
+        par: How training is spread (:class:`madeflow.train.distributed.DataParallel`).
         model: Any module with ``log_prob(x, context=None)``.
         data: ``(N, D)`` tensor or row source.
         context: ``(N, C)`` contexts, or ``None``.
@@ -199,6 +200,41 @@ def mean_log_prob(
     """
     if par.world == 1:
         return evaluate_log_prob(model, data, context, batch_size=batch_size).mean().item()
-    ll = evaluate_log_prob(model, par.shard(data), par.shard(context), batch_size=batch_size)
+    data, context = (shard(t, par.rank, par.world) for t in (data, context))
+    ll = evaluate_log_prob(model, data, context, batch_size=batch_size)
     total, count = par.sum([ll.double().sum(), ll.numel()])
     return total / count
+
+
+def mean_and_stderr(values: torch.Tensor, all_ranks: bool = False) -> tuple[float, float]:
+    """Mean and standard error of a 1-D tensor (``nan`` error for one value).
+
+    Args:
+        values: ``(N,)``.
+        all_ranks: With several ranks, each passes its share and all get the statistics of all
+            the values together (sums all-reduced in float64, two passes).
+
+    Returns:
+        ``(mean, standard error)``.
+
+    Example:
+        >>> mean_and_stderr(torch.tensor([1.0, 2.0, 3.0]))
+        (2.0, 0.5773502691896258)
+    """
+    if all_ranks and distributed.is_active():
+        return _all_ranks_mean_and_stderr(values)
+    n = values.numel()
+    mean = values.double().mean().item()
+    if n < 2:
+        return mean, math.nan
+    return mean, values.double().std().item() / math.sqrt(n)
+
+
+def _all_ranks_mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    v = values.double()
+    total, n = distributed.all_sum([v.sum(), v.numel()], v.device)
+    mean = total / n
+    if n < 2:
+        return mean, math.nan
+    (sq,) = distributed.all_sum([(v - mean).square().sum()], v.device)
+    return mean, math.sqrt(sq / (n - 1)) / math.sqrt(n)
