@@ -23,6 +23,7 @@ from torch import nn
 from madeflow.data.rows import Rows, RowSource, take
 from madeflow.train import distributed
 from madeflow.train.distributed import DataParallel, shard
+from madeflow.validation import NumericalError
 
 __all__ = [
     "NumericalError",
@@ -32,19 +33,6 @@ __all__ = [
     "mean_log_prob",
     "require_rows",
 ]
-
-
-class NumericalError(FloatingPointError):
-    """A model's values became NaN or infinite although its inputs were finite.
-
-    Args:
-        message: What happened and what to do.
-        rows: The first rows (0-based) on which it happened, when known.
-    """
-
-    def __init__(self, message: str, rows: list[int] | None = None) -> None:
-        super().__init__(message)
-        self.rows = list(rows or [])
 
 
 def require_rows(data: Any, name: str) -> None:
