@@ -55,11 +55,12 @@ def require_rows(data: Any, name: str) -> None:
 
 
 def is_numerical_failure(err: BaseException, *inputs: torch.Tensor | None) -> bool:
-    """Whether a model's ``ValueError`` on these inputs is a numerical failure inside it.
+    """Whether a model's error on these inputs is a numerical failure inside it.
 
-    A flow's base distribution refuses NaN values with a support error, and a MADE density
-    refuses NaN inputs; when the inputs themselves are finite, those NaNs arose inside the model
-    (an overflow, or weights that diverged), so the data are not to blame.
+    madeflow's models raise :class:`NumericalError` themselves. Other models (any module with a
+    ``log_prob`` can be trained) may surface the same failure as a distribution's support error
+    or a refusal of NaN inputs inside them; when the inputs themselves are finite, those NaNs
+    arose inside the model (an overflow, or weights that diverged), so the data are not to blame.
 
     Args:
         err: The error the model raised.
@@ -68,6 +69,8 @@ def is_numerical_failure(err: BaseException, *inputs: torch.Tensor | None) -> bo
     Returns:
         ``True`` for such an error on finite inputs.
     """
+    if isinstance(err, NumericalError):
+        return True
     if not isinstance(err, ValueError):
         return False
     text = str(err)
@@ -123,7 +126,7 @@ def evaluate_log_prob(
                 c = None if context is None else take(context, rows, device)
             try:
                 out.append(score(x) if c is None else score(x, context=c))
-            except ValueError as err:
+            except (ValueError, NumericalError) as err:
                 if not is_numerical_failure(err, x, c):
                     raise
                 raise _overflow(model, score, x, c, start) from err
@@ -150,7 +153,7 @@ def _overflow(
     for i in range(len(x)):
         try:
             score(x[i : i + 1]) if c is None else score(x[i : i + 1], context=c[i : i + 1])
-        except ValueError:
+        except (ValueError, NumericalError):
             rows.append(start + i)
             if len(rows) == 10:
                 break

@@ -166,7 +166,7 @@ class Trainer:
         """
         try:
             loss, total = self.par.loss(self.log_prob(x, c), count)
-        except ValueError as err:
+        except (ValueError, NumericalError) as err:
             if not is_numerical_failure(err, x, c):
                 raise  # the data's or the caller's fault: the model's own message
             raise _diverged_at(where, "") from err
