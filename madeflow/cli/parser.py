@@ -139,8 +139,9 @@ def _fit_training_flags(f: argparse.ArgumentParser) -> None:
     f.add_argument(
         "--compile",
         action="store_true",
-        help="compile the training loss with torch.compile: 10-20 s of compilation first, then "
-        "about 15%% faster steps for small models on CPU (docs/benchmarks.md)",
+        help="compile the training loss with torch.compile: 5-20 s of compilation first, then "
+        "about 25%% faster steps for small models on CPU, slower ones for hidden widths of "
+        "512 and more (docs/benchmarks.md)",
     )
 
 

@@ -132,10 +132,10 @@ def fit(
             reproducible and resumable), e.g. fresh dequantization noise each epoch.
         compile: Compile the training loss (forward and backward) with ``torch.compile``.
             Measured on CPU (``benchmarks/bench_compile.py``, MAF D=64, batch 256): steps
-            about 15 % faster with H=256 and no faster with H=1024 (where madeflow's eager
-            grouped product already skips the masked half), after 10-20 s of compilation; so it
-            pays on long runs of small and medium models. Each mask of a multi-mask MADE is
-            compiled separately. Validation is not compiled.
+            about 25 % faster with H=256 and slower with H=1024 (where madeflow's eager
+            grouped product already skips the masked half, and the compiled graph cannot),
+            after 5-20 s of compilation; so it pays on long runs of small models. Each mask of
+            a multi-mask MADE is compiled separately. Validation is not compiled.
 
     Returns:
         The :class:`History`; the model holds the best-on-validation weights.
