@@ -46,7 +46,7 @@ def test_covering_orderings_put_each_subset_first():
 def test_covering_orderings_from_patterns_merge_duplicates_and_keep_order_without_shuffle():
     patterns = torch.tensor([[True, True, False, False]] * 3 + [[False, False, True, True]])
     perms = covering_orderings(4, patterns, shuffle=False, seed=0)
-    assert perms.tolist() == [[2, 3, 0, 1], [0, 1, 2, 3]]  # torch.unique sorts the patterns
+    assert perms.tolist() == [[0, 1, 2, 3], [2, 3, 0, 1]]  # first occurrences, in order
 
 
 @pytest.mark.parametrize(
@@ -58,6 +58,7 @@ def test_covering_orderings_from_patterns_merge_duplicates_and_keep_order_withou
         (lambda: covering_orderings(3, [[0.5]]), "must be integers"),
         (lambda: covering_orderings(3, torch.ones(2, 3)), "must be boolean"),
         (lambda: covering_orderings(3, [torch.ones(4, dtype=torch.bool)]), r"shape \(3,\)"),
+        (lambda: covering_orderings(3, torch.ones(2, 4, dtype=torch.bool)), r"shape \(N, 3\)"),
         (lambda: covering_orderings(3, [[0]], per_subset=0), "per_subset must be"),
     ],
 )

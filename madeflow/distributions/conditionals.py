@@ -186,7 +186,7 @@ def conditional_sample(
     given = x.expand(*batch, d)
     observed = observed.to(x.device)
     if shape.numel() == 0 or bool(observed.all()):
-        return given.expand(shape).clone()
+        return given.detach().expand(shape).clone()
     made = model.made
     with torch.no_grad(), _restoring_mask(made):
         # Observed entries drive nothing: the solve copies them from the noise.

@@ -12,7 +12,7 @@ some order can condition on :math:`O`: :func:`covering_masks` finds them, and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import torch
 
@@ -89,7 +89,8 @@ def covering_orderings(
 ) -> torch.Tensor:
     r"""Orderings, one per mask, that put each named subset of the inputs first.
 
-    For every distinct subset :math:`S` (duplicates are merged), ``per_subset`` orderings list
+    For every distinct subset :math:`S`, in the order given (duplicates are merged into their
+    first occurrence), ``per_subset`` orderings list
     :math:`S` first and the other inputs after; within each of the two blocks the order is drawn
     at random (``shuffle=True``, so the masks also differ in the order they factorize :math:`S`
     and its complement) or kept ascending. ``num_random`` fully random orderings follow. Pass
@@ -108,7 +109,8 @@ def covering_orderings(
         seed: Seed of the shuffles; ``None`` draws one from torch's global generator.
 
     Returns:
-        ``(K, D)`` int64, ``K = per_subset * (number of distinct subsets) + num_random``.
+        ``(K, D)`` int64, ``K = per_subset * (number of distinct subsets) + num_random``: rows
+        ``i * per_subset`` to ``(i + 1) * per_subset - 1`` cover the ``i``-th distinct subset.
 
     Raises:
         ValueError: For malformed subsets or counts, or when ``K`` would be 0.
@@ -123,15 +125,20 @@ def covering_orderings(
     check_int(per_subset, "per_subset", minimum=1)
     check_int(num_random, "num_random", minimum=0)
     if isinstance(subsets, torch.Tensor) and subsets.dtype == torch.bool:
-        rows: Sequence = list(subsets.reshape(-1, subsets.shape[-1])) if subsets.dim() else []
+        if subsets.dim() not in (1, 2) or subsets.shape[-1] != input_dim:
+            raise ValueError(
+                f"a boolean tensor of subsets must have shape (N, {input_dim}) or "
+                f"({input_dim},), got {tuple(subsets.shape)}"
+            )
+        stacked = subsets.detach().cpu().reshape(-1, input_dim)
     elif isinstance(subsets, torch.Tensor):
         raise ValueError(
             f"a tensor of subsets must be boolean (N, {input_dim}), got dtype {subsets.dtype}"
         )
     else:
-        rows = list(subsets)
-    masks = [as_subset(s, input_dim) for s in rows]
-    distinct = torch.unique(torch.stack(masks), dim=0) if masks else []
+        rows = [as_subset(s, input_dim) for s in subsets]
+        stacked = torch.stack(rows) if rows else torch.zeros(0, input_dim, dtype=torch.bool)
+    distinct = _first_occurrences(stacked)
     count = per_subset * len(distinct) + num_random
     if count == 0:
         raise ValueError("covering_orderings needs at least one subset or num_random >= 1")
@@ -148,6 +155,16 @@ def covering_orderings(
     ]
     out += [torch.randperm(input_dim, generator=gen) for _ in range(num_random)]
     return torch.stack(out)
+
+
+def _first_occurrences(rows: torch.Tensor) -> torch.Tensor:
+    """The distinct rows of ``(N, D)``, in the order of their first occurrence."""
+    if rows.shape[0] == 0:
+        return rows
+    unique, inverse = torch.unique(rows, dim=0, return_inverse=True)
+    first = torch.full((unique.shape[0],), rows.shape[0], dtype=torch.int64)
+    first = first.scatter_reduce(0, inverse, torch.arange(rows.shape[0]), "amin")
+    return unique[first.argsort()]
 
 
 def _short(values: list[int], limit: int = 12) -> str:
