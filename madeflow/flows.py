@@ -76,8 +76,24 @@ class _Flow(DensityModel):
         )
 
     def score(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Log-density of checked points: base log-density plus each layer's log-det."""
-        return self(context).log_prob(x)
+        """Log-density of checked points: the base's at the noise, minus each layer's log-det.
+
+        What ``self(context).log_prob(x)`` computes, without building the distribution objects
+        and without checking internal values as if they were data (a NaN arising inside the flow
+        is reported by :meth:`log_prob` as a numerical failure).
+        """
+        log_det = x.new_zeros(())
+        for t in reversed(self.transforms):
+            if isinstance(t, ConditionalTransformModule):
+                t = t.condition(context)
+            u = t._inverse(x)
+            log_det = log_det + t.log_abs_det_jacobian(u, x)
+            x = u
+        if self.base_density is not None:
+            base = self.base_density.score(x, context)
+        else:
+            base = dist.Normal(self.loc, self.scale, validate_args=False).log_prob(x).sum(-1)
+        return base - log_det
 
     def draw(self, sample_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
         """Samples through the layers (reparameterized where :attr:`has_rsample`)."""
