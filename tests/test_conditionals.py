@@ -484,3 +484,16 @@ def test_runs_on_the_chosen_device(name, device):
     )
     filled = impute(est, x, (5,), context=context, reduce="mean")
     assert filled.device.type == device.type and filled.isfinite().all()
+
+
+def test_overflow_is_a_numerical_error_as_in_log_prob():
+    from madeflow.validation import NumericalError
+
+    est = GaussianMADE(2, [8], permutation=[1, 0])
+    with torch.no_grad():
+        est.made.output_layer.bias.fill_(float("nan"))  # the model's values break, not the data
+    observed = torch.tensor([False, True])
+    with pytest.raises(NumericalError, match="NaN or Inf on finite data"):
+        est.marginal_log_prob(torch.tensor([[NAN, 0.5]]), observed)
+    with pytest.raises(NumericalError, match="NaN or Inf on finite data"):
+        est.conditional_log_prob(torch.tensor([[0.1, 0.5]]), observed)

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Categorical
 
+from madeflow.distributions.base import _check_result as check_result
+from madeflow.modes import is_eager
 from madeflow.nn.made import MADE
 from madeflow.nn.orderings import covering_masks as _covers
 from madeflow.nn.orderings import uncovered_message
@@ -148,7 +150,7 @@ def marginal_log_prob(
     if batch.numel() == 0 or not bool(observed.any()):  # the marginal of nothing is 1
         return x.new_zeros(batch)
     _, marginals = _scores(model, x, observed, context, masks)
-    return torch.logsumexp(marginals, 0) - math.log(len(masks))
+    return _checked(torch.logsumexp(marginals, 0) - math.log(len(masks)), model, x)
 
 
 def conditional_log_prob(
@@ -166,7 +168,14 @@ def conditional_log_prob(
         return x.new_zeros(batch)
     joints, marginals = _scores(model, x, observed, context, masks)
     # log mean_k p_k(x) - log mean_k p_k(x_O): the 1/|C| factors cancel.
-    return torch.logsumexp(joints, 0) - torch.logsumexp(marginals, 0)
+    return _checked(torch.logsumexp(joints, 0) - torch.logsumexp(marginals, 0), model, x)
+
+
+def _checked(log_p: torch.Tensor, model: MADEDensity, x: torch.Tensor) -> torch.Tensor:
+    """Refuse a NaN or +inf result on finite inputs, as ``log_prob`` does (eager mode)."""
+    if is_eager():
+        check_result(log_p, type(model).__name__, x)
+    return log_p
 
 
 def conditional_sample(

@@ -248,6 +248,8 @@ class MADEDensity(DensityModel):
                 which orderings would work), on NaN/Inf observed entries (rows named), or on
                 the inputs :meth:`log_prob` refuses.
             TypeError: If ``observed`` is not a boolean tensor, or as :meth:`log_prob`.
+            NumericalError: If the model's values overflow on these finite entries, as
+                :meth:`log_prob`.
 
         Example:
             >>> from madeflow.distributions import GaussianMADE
@@ -283,6 +285,7 @@ class MADEDensity(DensityModel):
         Raises:
             ValueError: As :meth:`marginal_log_prob`, and for NaN/Inf entries anywhere.
             TypeError: As :meth:`marginal_log_prob`.
+            NumericalError: As :meth:`marginal_log_prob`.
 
         Example:
             >>> from madeflow.distributions import BernoulliMADE
@@ -334,9 +337,7 @@ class MADEDensity(DensityModel):
             >>> tuple(draws.shape), draws[:, 0].tolist()
             ((4, 3), [0.5, 0.5, 0.5, 0.5])
         """
-        return conditionals.conditional_sample(
-            self, x, observed, torch.Size(sample_shape), context
-        )
+        return conditionals.conditional_sample(self, x, observed, torch.Size(sample_shape), context)
 
     # ------------------------------------------------------------- sampling
     def sample_from_noise(

@@ -150,9 +150,7 @@ def covering_orderings(
         idx = torch.nonzero(members).flatten()
         return idx[torch.randperm(idx.numel(), generator=gen)] if shuffle else idx
 
-    out = [
-        torch.cat([block(mask), block(~mask)]) for mask in distinct for _ in range(per_subset)
-    ]
+    out = [torch.cat([block(mask), block(~mask)]) for mask in distinct for _ in range(per_subset)]
     out += [torch.randperm(input_dim, generator=gen) for _ in range(num_random)]
     return torch.stack(out)
 
