@@ -18,7 +18,7 @@ from madeflow.distributions.made import MADEDensity
 from madeflow.nn.orderings import covering_masks, uncovered_message
 from madeflow.validation import check_context, check_points
 
-__all__ = ["impute", "missing_patterns"]
+__all__ = ["check_imputable", "impute", "missing_patterns"]
 
 
 def missing_patterns(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -102,12 +102,7 @@ def impute(
         raise ValueError(f"reduce must be None or 'mean', got {reduce!r}")
     sample_shape = torch.Size(sample_shape)
     name = type(model).__name__
-    x = check_points(x, model.input_dim, owner=name, continuous=False, finite=False)
-    if x.dtype.is_floating_point and bool(torch.isinf(x).any()):
-        raise ValueError(
-            "x contains Inf; impute treats NaN as missing and refuses Inf "
-            "(replace it with NaN if the value is missing)"
-        )
+    x = _checked_rows(model, x)
     ctx_batch = check_context(context, model.context_dim, name)
     try:
         batch = torch.broadcast_shapes(x.shape[:-1], ctx_batch)
@@ -120,7 +115,7 @@ def impute(
     x = x.to(model.model_dtype()).expand(*batch, d)
     patterns, which = missing_patterns(x)
     flat_which = which.reshape(-1)
-    _refuse_uncovered(model, patterns, flat_which, batch)
+    _refuse_uncovered(model, patterns, flat_which, batch)  # before anything is drawn
 
     flat_x = x.reshape(-1, d)
     flat_ctx = None if context is None else context.expand(*batch, context.shape[-1]).flatten(0, -2)
@@ -138,6 +133,48 @@ def impute(
     return out
 
 
+def check_imputable(model: MADEDensity, x: torch.Tensor) -> None:
+    """Check that :func:`impute` can fill every row of ``x``, without drawing anything.
+
+    Use it before imputing a large data set in pieces, so that a row no mask can condition on
+    is reported with its index in the whole set before any work.
+
+    Cost: one :func:`torch.unique` over the rows' patterns; no network pass.
+
+    Args:
+        model: A MADE density estimator.
+        x: ``(*batch, D)``, NaN where missing.
+
+    Raises:
+        ValueError: As :func:`impute`: naming the rows whose observed pattern no mask's ordering
+            puts first, and the orderings that would work; for Inf entries or a wrong shape.
+        TypeError: If ``x`` is not a tensor.
+
+    Example:
+        >>> from madeflow.distributions import GaussianMADE
+        >>> est = GaussianMADE(2, [8])  # identity ordering: x0 first
+        >>> check_imputable(est, torch.tensor([[0.3, float("nan")]]))  # fine
+        >>> check_imputable(est, torch.tensor([[float("nan"), 0.3]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: cannot impute 1 row(s) (batch indices 0): ...
+    """
+    x = _checked_rows(model, x)
+    patterns, which = missing_patterns(x)
+    _refuse_uncovered(model, patterns, which.reshape(-1), x.shape[:-1])
+
+
+def _checked_rows(model: MADEDensity, x: torch.Tensor) -> torch.Tensor:
+    """``x`` checked for :func:`impute`: a tensor of ``D`` columns, NaN allowed, Inf refused."""
+    x = check_points(x, model.input_dim, owner=type(model).__name__, continuous=False, finite=False)
+    if x.dtype.is_floating_point and bool(torch.isinf(x).any()):
+        raise ValueError(
+            "x contains Inf; impute treats NaN as missing and refuses Inf "
+            "(replace it with NaN if the value is missing)"
+        )
+    return x
+
+
 def _refuse_uncovered(
     model: MADEDensity, patterns: torch.Tensor, which: torch.Tensor, batch: torch.Size
 ) -> None:
@@ -150,9 +187,9 @@ def _refuse_uncovered(
         return
     bad = torch.nonzero(~covered).flatten()
     rows = torch.nonzero(torch.isin(which, bad.to(which.device))).flatten()
-    first = patterns[int(bad[0])]
+    first = patterns[int(which[rows[0]])]  # the pattern of the first such row
     raise ValueError(
         f"cannot impute {rows.numel()} row(s) (batch indices {_row_names(rows, batch)}): "
-        f"{bad.numel()} observed pattern(s) that no mask's ordering puts first. First such "
-        f"pattern: {uncovered_message(type(model).__name__, perms, first)}"
+        f"{bad.numel()} observed pattern(s) that no mask's ordering puts first. The first "
+        f"row's: {uncovered_message(type(model).__name__, perms, first)}"
     )
