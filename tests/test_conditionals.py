@@ -8,6 +8,7 @@ independently from ``log_prob`` (enumeration, or a grid), with tolerances from t
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -341,6 +342,32 @@ def test_observed_entries_untouched_and_shapes(name, batch, sample_shape):
     assert est.marginal_log_prob(x, observed, context).shape == batch
     full = draws.reshape(-1, 4)[: max(1, math.prod(batch))].reshape(*batch, 4)
     assert est.conditional_log_prob(full, observed, context).shape == batch
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_each_dtype_computes_in_its_own_precision(name, dtype):
+    # The same weights in float32 and float64: results in the model's dtype, and the float32
+    # values within float32 rounding of the float64 ones (so nothing is computed in a wrong
+    # precision, and nothing silently upcast or truncated).
+    ref = spread(ALL[name](input_dim=4, context_dim=2, permutation=[[2, 0, 3, 1], [0, 2, 1, 3]]), 2)
+    est = copy.deepcopy(ref).to(dtype)
+    observed = torch.tensor([True, False, True, False])
+    x = torch.rand(5, 4) if name != "bernoulli" else torch.randint(0, 2, (5, 4)).double()
+    context = torch.randn(5, 2)
+    tol = {"atol": 1e-4, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 0, "rtol": 0}
+    for method in ("marginal_log_prob", "conditional_log_prob"):
+        got = getattr(est, method)(x.to(dtype), observed, context.to(dtype))
+        want = getattr(ref, method)(x, observed, context)
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), want, **tol)
+    draws = est.conditional_sample(
+        with_nan(x, observed).to(dtype), observed, (3,), context.to(dtype)
+    )
+    assert draws.dtype == dtype and draws.isfinite().all()
+    assert torch.equal(draws[..., observed], x[:, observed].to(dtype).expand(3, 5, 2))
+    filled = impute(est, with_nan(x, observed).to(dtype), (3,), context.to(dtype), reduce="mean")
+    assert filled.dtype == dtype and torch.equal(filled[:, observed], x[:, observed].to(dtype))
 
 
 def test_observed_values_survive_a_float32_model_bit_for_bit():
