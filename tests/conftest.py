@@ -1,4 +1,13 @@
-"""Shared fixtures: ``--device``, float64 by default, a seeded RNG."""
+"""Shared fixtures: ``--device`` and ``--dtype`` applied automatically, a seeded RNG.
+
+Every test runs with torch's default dtype set to ``--dtype`` (float64 unless asked) and, under
+``--device cuda``, with torch's default device set to the GPU, so tests build modules and tensors
+without naming a device or dtype (zuko's ``tests/conftest.py`` is the model). A test that asks for
+the ``device`` fixture places its tensors by hand and is left on the CPU default device.
+
+Tolerances written for float64 go through :func:`tol`, which widens them when the suite runs in
+float32; tests about a particular dtype set it explicitly instead.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,8 @@ import os
 
 import pytest
 import torch
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -15,6 +26,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=("cpu", "cuda"),
         help="device on which to run the suite (cuda runs the same checks on a GPU)",
     )
+    parser.addoption(
+        "--dtype",
+        default="float64",
+        choices=tuple(DTYPES),
+        help="default dtype of the suite (float64 unless asked; float32 runs the same checks)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -22,6 +39,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # Test models are tiny: one intra-op thread avoids thread start-up and barrier costs that
     # dominate them (and oversubscription when the machine is shared).
     torch.set_num_threads(int(os.environ.get("MADEFLOW_TEST_THREADS", "1")))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    options = (f"--{name} {config.getoption(f'--{name}')}" for name in ("device", "dtype"))
+    return "madeflow: " + " ".join(options)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -34,10 +56,48 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
+def tol(atol64: float, atol32: float = 1e-4) -> float:
+    """An absolute tolerance written for float64, widened to ``atol32`` under float32.
+
+    Example: ``torch.allclose(t.inv(x), u, rtol=0, atol=tol(1e-10))``.
+    """
+    return atol64 if torch.get_default_dtype() == torch.float64 else max(atol64, atol32)
+
+
 @pytest.fixture
 def device(request: pytest.FixtureRequest) -> torch.device:
-    """The device chosen with ``--device``."""
+    """The device chosen with ``--device``, for tests that place tensors by hand."""
     return torch.device(request.config.getoption("--device"))
+
+
+@pytest.fixture(autouse=True)
+def default_dtype(request: pytest.FixtureRequest):
+    """Run every test in ``--dtype`` (float64 by default) and restore the old default after.
+
+    Per test rather than per module (zuko): a test may switch dtypes itself and must not leak it.
+    """
+    old = torch.get_default_dtype()
+    dtype = DTYPES[request.config.getoption("--dtype")]
+    torch.set_default_dtype(dtype)
+    yield dtype
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture(autouse=True)
+def default_device(request: pytest.FixtureRequest):
+    """Under ``--device cuda``, make the GPU torch's default device for the test.
+
+    Tests that ask for the ``device`` fixture place tensors themselves (data loaders, worker
+    processes, CPU-side files) and keep the CPU default. Nothing changes under ``--device cpu``.
+    """
+    name = request.config.getoption("--device")
+    if name == "cpu" or "device" in request.fixturenames:
+        yield torch.device("cpu")
+        return
+    old = torch.get_default_device()
+    torch.set_default_device(name)
+    yield torch.device(name)
+    torch.set_default_device(old)
 
 
 @pytest.fixture(autouse=True)
@@ -45,15 +105,6 @@ def seed() -> int:
     """Seed torch's global RNG before every test so each test is reproducible on its own."""
     torch.manual_seed(0)
     return 0
-
-
-@pytest.fixture(autouse=True)
-def float64_default():
-    """Exactness tests run in float64 unless they ask for something else."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield torch.float64
-    torch.set_default_dtype(old)
 
 
 @pytest.fixture(autouse=True)
