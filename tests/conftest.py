@@ -11,7 +11,9 @@ float32; tests about a particular dtype set it explicitly instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -62,6 +64,23 @@ def tol(atol64: float, atol32: float = 1e-4) -> float:
     Example: ``torch.allclose(t.inv(x), u, rtol=0, atol=tol(1e-10))``.
     """
     return atol64 if torch.get_default_dtype() == torch.float64 else max(atol64, atol32)
+
+
+@contextlib.contextmanager
+def float64_init() -> Iterator[None]:
+    """Build in float64 whatever ``--dtype``; cast to the suite's dtype afterwards.
+
+    For tests whose outcome hangs on the random initial weights (say a ReLU unit that happens to
+    be dead at every probe point): a float32 run then sees the weights of the default run,
+    rounded, instead of other random draws. Tests with an explicit dtype build this way too, as
+    they always have.
+    """
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
 
 
 @pytest.fixture
