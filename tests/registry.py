@@ -1,20 +1,41 @@
-"""One registry of constructors: every transform and flow that the generic suite checks.
+"""The one registry of constructors: every model kind that the generic checks run on.
 
-Each entry maps a name to ``build(dim=None) -> Case``; build on the current default dtype and
-move with ``Case.to``. Conditional transforms come already conditioned on a fixed context.
+Each entry is a :class:`Spec`: a constructor ``make(dim, **kwargs)``, the kind of object it
+returns and what that object supports. The kinds:
+
+* ``"transform"``: a Pyro ``TransformModule`` (MAF/IAF layers, batch norm, permute, Pyro's own
+  ``AffineAutoregressive`` on a MADE, the ``AutoRegressiveNN`` drop-ins side by side with Pyro's);
+  conditional ones are conditioned on a fixed context when built;
+* ``"flow"``: a :class:`madeflow.MAF` or :class:`madeflow.IAF`;
+* ``"density"``: a MADE density estimator (:class:`madeflow.BernoulliMADE`, ...).
+
+Flows and density estimators are both density models (``log_prob(x, context)``, ``sample``,
+``forward(context) -> distribution``). Capabilities: ``conditional`` (needs a context of size
+:data:`CONTEXT_DIM`), ``discrete`` (binary data: normalized by enumeration, not integration),
+``triangular`` (a Jacobian lower triangular in the MADE's order), ``copyable`` (deep-copies and
+pickles after ``log_prob(...).backward()``).
+
+Adding a model is one line in :data:`REGISTRY`; every generic check that applies to its kind then
+runs on it. Models are built on torch's current default device and dtype (the suite's ``--device``
+and ``--dtype``), so nothing here names a device.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import pyro.distributions as dist
+import pyro.nn
 import torch
-from pyro.distributions.transforms import AffineAutoregressive
-from pyro.nn import AutoRegressiveNN
+from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.distributions.transforms import AffineAutoregressive, ConditionalAffineAutoregressive
 
+import madeflow
+from madeflow.distributions import BernoulliMADE, GaussianMADE, GaussianMixtureMADE
 from madeflow.flows import IAF, MAF
 from madeflow.nn.made import MADE
 from madeflow.transforms import (
@@ -27,48 +48,79 @@ from madeflow.transforms import (
 )
 
 CONTEXT_DIM = 2
+KINDS = ("transform", "flow", "density")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to build one model kind and what it supports."""
+
+    kind: str
+    make: Callable[..., Any]  # make(dim, **kwargs) -> the module
+    dim: int = 3  # input_dim when a check does not ask for one
+    conditional: bool = False
+    discrete: bool = False
+    triangular: bool = True
+    copyable: bool = True
+
+
+transform = partial(Spec, "transform")
+flow = partial(Spec, "flow")
+density = partial(Spec, "density")
 
 
 @dataclass
 class Case:
-    obj: Any  # a TransformModule (kind "transform") or a flow nn.Module (kind "flow")
+    """A built model: the object the checks call, and what they need around it."""
+
+    name: str
+    spec: Spec
+    obj: Any  # the transform (conditioned, if conditional) or the density model
+    module: torch.nn.Module  # what holds the parameters and the state_dict
     input_dim: int
-    kind: str
-    context: torch.Tensor | None = None
-    order: torch.Tensor | None = None  # MADE ordering, for the triangularity check
+    context: torch.Tensor | None = None  # (CONTEXT_DIM,) for conditional kinds
+    order: torch.Tensor | None = None  # a transform's MADE ordering, for the triangularity check
 
-    def to(self, device: torch.device, dtype: torch.dtype | None = None) -> Case:
-        dtype = dtype or torch.get_default_dtype()
-        self.obj.to(device=device, dtype=dtype)
-        if self.context is not None:
-            self.context = self.context.to(device=device, dtype=dtype)
-        return self
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    def points(self, *batch: int) -> torch.Tensor:
+        """Points ``(*batch, D)`` in the model's support: binary for discrete kinds."""
+        if self.spec.discrete:
+            return torch.randint(0, 2, (*batch, self.input_dim)).to(torch.get_default_dtype())
+        return torch.randn(*batch, self.input_dim)
+
+    def contexts(self, *batch: int) -> torch.Tensor | None:
+        """The fixed context expanded to ``(*batch, CONTEXT_DIM)``, or ``None``."""
+        return None if self.context is None else self.context.expand(*batch, CONTEXT_DIM)
+
+    def dist(self, batch_shape: Sequence[int] = ()) -> dist.TorchDistribution:
+        """The model as a distribution of batch shape ``batch_shape`` and event shape ``(D,)``.
+
+        Transforms push a standard normal forward; density models are called on the context
+        expanded to ``batch_shape`` (unconditional ones are expanded).
+        """
+        batch_shape = torch.Size(batch_shape)
+        if self.kind == "transform":
+            base = dist.Normal(torch.zeros(self.input_dim), 1.0).to_event(1)
+            return dist.TransformedDistribution(base.expand(batch_shape), [self.obj])
+        if self.context is None:
+            return self.obj().expand(batch_shape)
+        return self.obj(self.contexts(*batch_shape))
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-density of ``x`` under :meth:`dist` (a fixed context for conditional kinds)."""
+        if self.kind == "transform":
+            return self.dist().log_prob(x)
+        return self.obj.log_prob(x, self.context)
 
 
-def _context() -> torch.Tensor:
+def fixed_context() -> torch.Tensor:
+    """The same context whatever the global seed (state_dict checks build under two seeds)."""
     gen = torch.Generator().manual_seed(123)
-    return torch.randn(CONTEXT_DIM, generator=gen).to(torch.get_default_dtype())
-
-
-def _made(dim: int, hidden: list[int], **kw: Any) -> MADE:
-    return MADE(dim, hidden, **kw)
-
-
-def _transform(t: Any, dim: int, context: torch.Tensor | None = None) -> Case:
-    net = getattr(t, "nn", None) or getattr(t, "arn", None)
-    order = net.get_permutation().clone() if net is not None else torch.arange(dim)
-    return Case(t, dim, "transform", context, order)
-
-
-def _randomize_batchnorm(module: torch.nn.Module) -> None:
-    for bn in module.modules():
-        if isinstance(bn, BatchNormTransform):
-            with torch.no_grad():
-                bn.log_gamma.normal_(0.0, 0.3)
-                bn.beta.normal_(0.0, 0.3)
-                bn.running_mean.normal_(0.0, 0.5)
-                bn.running_var.uniform_(0.5, 2.0)
-            bn.eval()
+    ctx = torch.randn(CONTEXT_DIM, generator=gen, dtype=torch.float64)
+    return ctx.to(device=torch.get_default_device(), dtype=torch.get_default_dtype())
 
 
 def _narrow_made(dim: int) -> MADE:
@@ -79,76 +131,158 @@ def _narrow_made(dim: int) -> MADE:
     return made
 
 
-def _maf(dim: int | None, default: int, hidden: list[int], **kw: Any) -> Case:
-    d = dim or default
-    return _transform(MAFTransform(_made(d, hidden, **kw)), d)
+def _cmade(dim: int, hidden: list[int], **kw: Any) -> MADE:
+    return MADE(dim, hidden, context_dim=CONTEXT_DIM, **kw)
 
 
-def _cond(cls: type, dim: int | None, **kw: Any) -> Case:
-    d = dim or 3
-    ctx = _context()
-    t = cls(MADE(d, [16], context_dim=CONTEXT_DIM), **kw)
-    return _transform(t.condition(ctx), d, ctx)
+def _estimator(cls: type, dim: int, hidden_dims: Sequence[int] = (16, 16), **kw: Any) -> Any:
+    return cls(dim, list(hidden_dims), **kw)
 
 
-def _batchnorm(dim: int | None = None) -> Case:
-    d = dim or 3
-    bn = BatchNormTransform(d)
-    _randomize_batchnorm(bn)
-    return _transform(bn, d)
+def _randomize_batchnorm(module: torch.nn.Module) -> None:
+    """Batch norm layers get non-trivial statistics and go to eval: a fixed, exact bijection."""
+    for bn in module.modules():
+        if isinstance(bn, BatchNormTransform):
+            with torch.no_grad():
+                bn.log_gamma.normal_(0.0, 0.3)
+                bn.beta.normal_(0.0, 0.3)
+                bn.running_mean.normal_(0.0, 0.5)
+                bn.running_var.uniform_(0.5, 2.0)
+            bn.eval()
 
 
-def _flow(obj: Any, dim: int, context: torch.Tensor | None = None) -> Case:
-    _randomize_batchnorm(obj)
-    return Case(obj, dim, "flow", context)
+# The AutoRegressiveNN drop-ins, side by side with Pyro's own (the reference column): the same
+# generic checks on Pyro's AffineAutoregressive and on madeflow's MAF and IAF layers.
+_ARNS = {
+    "pyro": (pyro.nn.AutoRegressiveNN, pyro.nn.ConditionalAutoRegressiveNN),
+    "madeflow": (madeflow.AutoRegressiveNN, madeflow.ConditionalAutoRegressiveNN),
+}
+_LAYERS = {
+    "pyro_affine": (AffineAutoregressive, ConditionalAffineAutoregressive),
+    "maf": (MAFTransform, ConditionalMAFTransform),
+    "iaf": (IAFTransform, ConditionalIAFTransform),
+}
+# Pyro's AffineAutoregressive keeps its last log-scale (a non-leaf tensor) on the module.
+_PYRO_KEEPS_GRAPH = {"copyable": False}
 
 
-REGISTRY: dict[str, Callable[..., Case]] = {
-    # transforms
-    "maf": lambda dim=None: _maf(dim, 4, [16, 16]),
-    "maf_skip": lambda dim=None: _maf(dim, 4, [12], skip_connections=True),
-    "maf_residual": lambda dim=None: _maf(dim, 4, [12, 12, 12], residual=True),
-    "maf_random_degrees": lambda dim=None: _maf(dim, 5, [16, 16], hidden_degrees="random"),
-    "maf_random_permutation": lambda dim=None: _maf(dim, 4, [16], permutation="random"),
-    "maf_narrow": lambda dim=None: _transform(MAFTransform(_narrow_made(dim or 5)), dim or 5),
-    "maf_pyro_arn": lambda dim=None: _transform(
-        MAFTransform(AutoRegressiveNN(dim or 3, [16])), dim or 3
+def _side_by_side() -> dict[str, Spec]:
+    specs = {}
+    for side, (arn, carn) in _ARNS.items():
+        for layer, (cls, ccls) in _LAYERS.items():
+            keeps = _PYRO_KEEPS_GRAPH if layer == "pyro_affine" else {}
+            specs[f"{layer}_on_{side}_arn"] = transform(
+                lambda d, cls=cls, arn=arn: cls(arn(d, [24, 24])), dim=5, **keeps
+            )
+            specs[f"conditional_{layer}_on_{side}_arn"] = transform(
+                lambda d, ccls=ccls, carn=carn: ccls(carn(d, CONTEXT_DIM, [24, 24])),
+                dim=5,
+                conditional=True,
+                **keeps,
+            )
+    return specs
+
+
+REGISTRY: dict[str, Spec] = {
+    # transforms: make(dim)
+    "maf": transform(lambda d: MAFTransform(MADE(d, [16, 16])), dim=4),
+    "maf_skip": transform(lambda d: MAFTransform(MADE(d, [12], skip_connections=True)), dim=4),
+    "maf_residual": transform(lambda d: MAFTransform(MADE(d, [12] * 3, residual=True)), dim=4),
+    "maf_random_degrees": transform(
+        lambda d: MAFTransform(MADE(d, [16, 16], hidden_degrees="random")), dim=5
     ),
-    "iaf": lambda dim=None: _transform(
-        IAFTransform(MADE(dim or 4, [16, 16], permutation="random")), dim or 4
+    "maf_random_permutation": transform(
+        lambda d: MAFTransform(MADE(d, [16], permutation="random")), dim=4
     ),
-    "iaf_stable": lambda dim=None: _transform(
-        IAFTransform(MADE(dim or 3, [16]), stable=True), dim or 3
+    "maf_narrow": transform(lambda d: MAFTransform(_narrow_made(d)), dim=5),
+    "iaf": transform(lambda d: IAFTransform(MADE(d, [16, 16], permutation="random")), dim=4),
+    "iaf_stable": transform(lambda d: IAFTransform(MADE(d, [16]), stable=True)),
+    "iaf_residual_skip": transform(
+        lambda d: IAFTransform(MADE(d, [12, 12], residual=True, skip_connections=True)), dim=4
     ),
-    "iaf_residual_skip": lambda dim=None: _transform(
-        IAFTransform(MADE(dim or 4, [12, 12], residual=True, skip_connections=True)), dim or 4
+    "conditional_maf": transform(
+        lambda d: ConditionalMAFTransform(_cmade(d, [16])), conditional=True
     ),
-    "conditional_maf": lambda dim=None: _cond(ConditionalMAFTransform, dim),
-    "conditional_iaf": lambda dim=None: _cond(ConditionalIAFTransform, dim),
-    "conditional_iaf_stable": lambda dim=None: _cond(ConditionalIAFTransform, dim, stable=True),
-    "batchnorm_eval": _batchnorm,
-    "permute": lambda dim=None: _transform(PermuteTransform([2, 0, 3, 1]), 4),
-    "pyro_affine_autoregressive": lambda dim=None: _transform(
-        AffineAutoregressive(MADE(dim or 3, [16])), dim or 3
+    "conditional_iaf": transform(
+        lambda d: ConditionalIAFTransform(_cmade(d, [16])), conditional=True
     ),
-    # flows
-    "flow_maf": lambda dim=None: _flow(MAF(dim or 3, 3, [16]), dim or 3),
-    "flow_maf_batchnorm": lambda dim=None: _flow(MAF(dim or 3, 3, [16], batch_norm=True), dim or 3),
-    "flow_maf_mog": lambda dim=None: _flow(MAF(dim or 2, 2, [16], base="mog"), dim or 2),
-    "flow_iaf": lambda dim=None: _flow(IAF(dim or 3, 3, [16]), dim or 3),
-    "flow_iaf_stable": lambda dim=None: _flow(IAF(dim or 3, 2, [16], stable=True), dim or 3),
-    "flow_conditional_maf": lambda dim=None: _flow(
-        MAF(dim or 3, 2, [16], context_dim=CONTEXT_DIM), dim or 3, _context()
+    "conditional_iaf_stable": transform(
+        lambda d: ConditionalIAFTransform(_cmade(d, [16]), stable=True), conditional=True
     ),
-    "flow_conditional_iaf": lambda dim=None: _flow(
-        IAF(dim or 3, 2, [16], context_dim=CONTEXT_DIM), dim or 3, _context()
+    "batchnorm_eval": transform(BatchNormTransform),  # built in eval mode, see build()
+    "permute": transform(lambda d: PermuteTransform([2, 0, 3, 1]), dim=4, triangular=False),
+    "pyro_affine_autoregressive": transform(
+        lambda d: AffineAutoregressive(MADE(d, [16])), **_PYRO_KEEPS_GRAPH
+    ),
+    **_side_by_side(),
+    # flows: make(dim, **made_kwargs)
+    "flow_maf": flow(lambda d, **kw: MAF(d, 3, [16], **kw)),
+    "flow_maf_batchnorm": flow(lambda d, **kw: MAF(d, 3, [16], batch_norm=True, **kw)),
+    "flow_maf_mog": flow(lambda d, **kw: MAF(d, 2, [16], base="mog", **kw), dim=2),
+    "flow_iaf": flow(lambda d, **kw: IAF(d, 3, [16], **kw)),
+    "flow_iaf_stable": flow(lambda d, **kw: IAF(d, 2, [16], stable=True, **kw)),
+    "flow_conditional_maf": flow(
+        lambda d, **kw: MAF(d, 2, [16], context_dim=CONTEXT_DIM, **kw), conditional=True
+    ),
+    "flow_conditional_iaf": flow(
+        lambda d, **kw: IAF(d, 2, [16], context_dim=CONTEXT_DIM, **kw), conditional=True
+    ),
+    # MADE density estimators: make(dim, hidden_dims=(16, 16), **made_kwargs)
+    "density_bernoulli": density(partial(_estimator, BernoulliMADE), discrete=True),
+    "density_gaussian": density(partial(_estimator, GaussianMADE)),
+    "density_mixture": density(partial(_estimator, GaussianMixtureMADE, num_components=3)),
+    "density_conditional_bernoulli": density(
+        partial(_estimator, BernoulliMADE, context_dim=CONTEXT_DIM),
+        conditional=True,
+        discrete=True,
+    ),
+    "density_conditional_gaussian": density(
+        partial(_estimator, GaussianMADE, context_dim=CONTEXT_DIM), conditional=True
+    ),
+    "density_conditional_mixture": density(
+        partial(_estimator, GaussianMixtureMADE, num_components=3, context_dim=CONTEXT_DIM),
+        conditional=True,
     ),
 }
 
-TRANSFORMS = [name for name in REGISTRY if not name.startswith("flow_")]
-FLOWS = [name for name in REGISTRY if name.startswith("flow_")]
+
+def names(kind: str | Sequence[str] | None = None, **capabilities: bool) -> list[str]:
+    """Registry names of the given kind(s) with the given capabilities, in registry order.
+
+    Example: ``names(("flow", "density"), discrete=False)`` are the continuous density models.
+    """
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind or KINDS)
+    assert set(kinds) <= set(KINDS), kinds
+    return [
+        name
+        for name, spec in REGISTRY.items()
+        if spec.kind in kinds and all(getattr(spec, k) == v for k, v in capabilities.items())
+    ]
 
 
-def build(name: str, device: torch.device, dtype: torch.dtype | None = None, **kw: Any) -> Case:
-    """Build registry entry ``name`` on ``device`` in ``dtype`` (default: the default dtype)."""
-    return REGISTRY[name](**kw).to(device, dtype)
+TRANSFORMS = names("transform")
+FLOWS = names("flow")
+DENSITIES = names("density")
+MODELS = names(("flow", "density"))  # everything with log_prob(x, context), sample, forward
+
+
+def build(name: str, dim: int | None = None, **kwargs: Any) -> Case:
+    """Build registry entry ``name`` (on the default device and dtype) as a :class:`Case`.
+
+    ``kwargs`` reach the constructor: the MADE options of flows and density estimators.
+    """
+    spec = REGISTRY[name]
+    d = dim or spec.dim
+    module = spec.make(d, **kwargs)
+    _randomize_batchnorm(module)
+    context = fixed_context() if spec.conditional else None
+    obj = module
+    if spec.kind == "transform" and isinstance(module, ConditionalTransformModule):
+        obj = module.condition(context)
+    order = None
+    if spec.kind == "transform":
+        net = getattr(obj, "nn", None) or getattr(obj, "arn", None)
+        order = net.get_permutation().clone() if net is not None else torch.arange(d)
+    if name == "permute":
+        d = module.permutation.numel()
+    return Case(name, spec, obj, module, d, context, order)
