@@ -118,8 +118,8 @@ class Case:
 
 def fixed_context() -> torch.Tensor:
     """The same context whatever the global seed (state_dict checks build under two seeds)."""
-    gen = torch.Generator().manual_seed(123)
-    ctx = torch.randn(CONTEXT_DIM, generator=gen, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(123)  # on the CPU: the same context on every device
+    ctx = torch.randn(CONTEXT_DIM, generator=gen, dtype=torch.float64, device="cpu")
     return ctx.to(device=torch.get_default_device(), dtype=torch.get_default_dtype())
 
 
