@@ -14,7 +14,7 @@ from madeflow.distributions import GaussianMixtureMADE
 from madeflow.distributions.base import DensityModel
 from madeflow.modes import validate_args
 from madeflow.nn.stacks import made_stack
-from madeflow.transforms.affine import IAFTransform, MAFTransform
+from madeflow.transforms.affine import AffineAutoregressive, IAFTransform, MAFTransform
 from madeflow.transforms.batchnorm import BatchNormTransform
 from madeflow.transforms.conditional import ConditionalIAFTransform, ConditionalMAFTransform
 from madeflow.validation import check_int
@@ -42,6 +42,14 @@ class _Flow(DensityModel):
         """The flow's dtype, read off the base's buffers (no module traversal: compile-safe)."""
         return self.loc.dtype
 
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        """Whether samples are reparameterized: through every layer, unless the base is not.
+
+        A mixture base draws its component discretely, so a MAF-MoG has no ``rsample``.
+        """
+        return self.base_density is None or self.base_density.has_rsample
+
     def _base(self, context: torch.Tensor | None) -> dist.TorchDistribution:
         if self.base_density is not None:
             return self.base_density(context)
@@ -68,19 +76,57 @@ class _Flow(DensityModel):
         )
 
     def score(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-        """Log-density of checked points: base log-density plus each layer's log-det."""
-        return self(context).log_prob(x)
+        """Log-density of checked points: the base's at the noise, minus each layer's log-det.
+
+        What ``self(context).log_prob(x)`` computes, without building the distribution objects
+        and without checking internal values as if they were data (a NaN arising inside the flow
+        is reported by :meth:`log_prob` as a numerical failure).
+        """
+        log_det = x.new_zeros(())
+        for t in reversed(self.transforms):
+            if isinstance(t, ConditionalTransformModule):
+                t = t.condition(context)
+            u = t._inverse(x)
+            log_det = log_det + t.log_abs_det_jacobian(u, x)
+            x = u
+        if self.base_density is not None:
+            base = self.base_density.score(x, context)
+        else:
+            base = dist.Normal(self.loc, self.scale, validate_args=False).log_prob(x).sum(-1)
+        return base - log_det
 
     def draw(self, sample_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
         """Samples through the layers (reparameterized where :attr:`has_rsample`)."""
         q = self(context)
         return q.rsample(sample_shape) if self.has_rsample else q.sample(sample_shape)
 
+    def draw_and_score(
+        self, sample_shape: torch.Size, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density: each layer's log-det from its own sampling pass."""
+        if self.base_density is not None:
+            u, log_p = self.base_density.draw_and_score(sample_shape, context)
+        else:
+            base = self._base(context)
+            u = base.rsample(sample_shape)
+            log_p = base.log_prob(u)
+        for t in self.transforms:
+            if isinstance(t, ConditionalTransformModule):
+                t = t.condition(context)
+            if isinstance(t, AffineAutoregressive):
+                x, log_det = t.call_and_log_det(u)
+            else:
+                x = t(u)
+                log_det = t.log_abs_det_jacobian(u, x)
+            log_p, u = log_p - log_det, x
+        return u, log_p
+
 
 class MAF(_Flow):
     r"""Masked Autoregressive Flow: a stack of MAF layers on a standard normal (or MoG) base.
 
-    Scoring is one pass per layer; sampling solves each layer with the fast engine. The MADE
+    Scoring is one pass per layer; sampling solves each layer with the fast engine (about one
+    pass), and :meth:`rsample` differentiates through it at about two more. The MADE
     ordering is reversed every other layer (as in the paper) unless ``permutation`` is given in
     ``made_kwargs``; with ``batch_norm=True`` a :class:`~madeflow.transforms.BatchNormTransform`
     sits between consecutive MAF layers.
@@ -167,8 +213,6 @@ class IAF(_Flow):
         Kingma, Salimans, Jozefowicz, Chen, Sutskever, Welling. Improving Variational Inference
         with Inverse Autoregressive Flow. NeurIPS 2016.
     """
-
-    has_rsample = True
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DEFAULTS",
     "MAX_LAYERS",
     "MAX_MASKS",
     "MAX_PARAMETERS",
@@ -100,7 +101,7 @@ MODELS: dict[str, Callable[[int, dict[str, Any]], nn.Module]] = {
 """Model name -> builder ``(input_dim, options) -> nn.Module``."""
 
 DEFAULTS: dict[str, Any] = {
-    "hidden_dims": [512, 512],
+    "hidden_dims": [256, 256],
     "num_transforms": 5,
     "num_components": 10,
     "num_masks": 1,
@@ -108,7 +109,11 @@ DEFAULTS: dict[str, Any] = {
     "batch_norm": False,
     "seed": 0,
 }
-"""Options every model accepts (some are ignored by some models)."""
+"""Options every model accepts (some are ignored by some models), and their defaults.
+
+The one table of model defaults: :func:`build_model` and ``madeflow fit`` both fill what is not
+given from it.
+"""
 
 
 def model_config(name: str, input_dim: int, **options: Any) -> dict[str, Any]:

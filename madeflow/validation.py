@@ -17,6 +17,7 @@ import torch
 from madeflow.modes import is_eager
 
 __all__ = [
+    "NumericalError",
     "broadcast_batch",
     "check_context",
     "check_int",
@@ -25,6 +26,19 @@ __all__ = [
     "check_tensor",
     "nonfinite_rows",
 ]
+
+
+class NumericalError(FloatingPointError):
+    """A model's values became NaN or infinite although its inputs were finite.
+
+    Args:
+        message: What happened and what to do.
+        rows: The first rows (0-based) on which it happened, when known.
+    """
+
+    def __init__(self, message: str, rows: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.rows = list(rows or [])
 
 
 def check_int(value: Any, name: str, minimum: int) -> int:
@@ -161,9 +175,7 @@ def check_points(
     return x
 
 
-def check_context(
-    context: Any, context_dim: int, owner: str, finite: bool = True
-) -> torch.Size:
+def check_context(context: Any, context_dim: int, owner: str, finite: bool = True) -> torch.Size:
     """Check a context against a model's ``context_dim`` and return its batch shape.
 
     Args:

@@ -22,8 +22,8 @@ import torch
 
 import madeflow as mf
 from madeflow import cli
-from madeflow.checkpoint import CheckpointError, load_tensors, save_json, save_tensors
 from madeflow.data.files import DataError, load_array, split
+from madeflow.runs.safe_io import CheckpointError, load_tensors, save_json, save_tensors
 
 TINY = ["--hidden", "8", "--num-transforms", "2", "--num-components", "2", "--quiet"]
 FIT_TINY = ["fit", "moons", "--model", "maf", "--toy-size", "60", "--epochs", "1", *TINY]
@@ -55,7 +55,7 @@ def _write_files(tmp: Path) -> None:
 def finished_run(tmp_path_factory) -> Path:
     """A complete tiny MAF run on moons (trained once for the module)."""
     out = tmp_path_factory.mktemp("bad_inputs") / "run"
-    with mock.patch("madeflow.cli_plots.plot_run", lambda *a, **k: []):
+    with mock.patch("madeflow.cli.plots.plot_run", lambda *a, **k: []):
         assert cli.main([*FIT_TINY, "--out", str(out)]) == 0
     return out
 

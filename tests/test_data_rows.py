@@ -3,7 +3,7 @@ import torch
 
 from madeflow.data.rows import RowSource, RowSubset, num_columns, subset, take, to_device
 from madeflow.distributions import GaussianMADE
-from madeflow.training import evaluate_log_prob, fit
+from madeflow.train.loop import evaluate_log_prob, fit
 
 
 class ListRows:

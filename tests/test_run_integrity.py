@@ -38,8 +38,8 @@ from runs_helper import (
 )
 
 from madeflow import CheckpointError, cli, load_run
-from madeflow.checkpoint import load_tensors, save_tensors
-from madeflow.integrity import RunWarning
+from madeflow.runs import RunWarning
+from madeflow.runs.safe_io import load_tensors, save_tensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -6,6 +6,8 @@ a context of size ``context_dim``:
 * ``log_prob(x, context=None)``: exact log-density, ``(*batch, D) -> (*batch,)``;
 * ``sample(sample_shape=(), context=None)``: draws without gradient,
   ``(*sample_shape, *batch, D)``; ``rsample`` the same with gradients where the model has them;
+* ``sample_and_log_prob`` (and ``rsample_and_log_prob``): draws and their log-density from one
+  computation;
 * ``forward(context=None)``: the model as a distribution object (Pyro's conventions), so
   conditioning costs no extra classes (zuko's ``LazyDistribution`` idea).
 
@@ -23,7 +25,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from madeflow.validation import broadcast_batch, check_context, check_points
+from madeflow.modes import is_eager
+from madeflow.validation import NumericalError, broadcast_batch, check_context, check_points
 
 __all__ = ["DensityModel"]
 
@@ -62,6 +65,16 @@ class DensityModel(nn.Module):
     def forward(self, context: torch.Tensor | None = None) -> Distribution:
         """The model as a distribution, batch shape ``batch`` of ``context`` and event ``(D,)``."""
         raise NotImplementedError
+
+    def draw_and_score(
+        self, sample_shape: torch.Size, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density; subclasses take both from one computation.
+
+        This fallback scores the samples in a second pass.
+        """
+        x = self.draw(sample_shape, context)
+        return x, self.score(x, context)
 
     # ------------------------------------------------------------------------- checks
     def checked_points(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,12 +124,17 @@ class DensityModel(nn.Module):
             ValueError: On a wrong last dimension, NaN/Inf entries (the rows are named), a
                 missing or unexpected context, or batch shapes that do not broadcast.
             TypeError: On non-tensor inputs, or integer data for a continuous model.
+            NumericalError: If the model's values overflow on these finite points (NaN or
+                ``+inf`` log-density; ``-inf``, a density that underflows, is returned).
         """
         x = self.checked_points(x)
         batch = broadcast_batch(x, self.checked_context(context))
         if batch.numel() == 0:  # nothing to score (and torch's reshapes of empty batches fail)
             return x.new_zeros(batch)
-        return self.score(x, context)
+        log_p = self.score(x, context)
+        if is_eager():
+            _check_result(log_p, type(self).__name__, x)
+        return log_p
 
     def sample(
         self,
@@ -135,6 +153,46 @@ class DensityModel(nn.Module):
         self.checked_context(context)
         with torch.no_grad():
             return self.draw(torch.Size(sample_shape), context)
+
+    def sample_and_log_prob(
+        self,
+        sample_shape: torch.Size | Sequence[int] = (),
+        context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their exact log-density, without gradient, from one computation.
+
+        Args:
+            sample_shape: Leading shape of the draw.
+            context: ``(*batch, context_dim)`` when conditional, else ``None``.
+
+        Returns:
+            ``(x, log_prob)``: ``(*sample_shape, *batch, D)`` and ``(*sample_shape, *batch)``.
+        """
+        self.checked_context(context)
+        with torch.no_grad():
+            return self.draw_and_score(torch.Size(sample_shape), context)
+
+    def rsample_and_log_prob(
+        self,
+        sample_shape: torch.Size | Sequence[int] = (),
+        context: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`sample_and_log_prob` with gradients (where :attr:`has_rsample`).
+
+        Args:
+            sample_shape: Leading shape of the draw.
+            context: As in :meth:`sample`.
+
+        Returns:
+            ``(x, log_prob)``, both differentiable in the parameters.
+
+        Raises:
+            NotImplementedError: For a model without a reparameterized sampler.
+        """
+        if not self.has_rsample:
+            raise NotImplementedError(f"{type(self).__name__} has no reparameterized sampler")
+        self.checked_context(context)
+        return self.draw_and_score(torch.Size(sample_shape), context)
 
     def rsample(
         self,
@@ -157,3 +215,19 @@ class DensityModel(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} has no reparameterized sampler")
         self.checked_context(context)
         return self.draw(torch.Size(sample_shape), context)
+
+
+def _check_result(log_p: torch.Tensor, owner: str, x: torch.Tensor) -> None:
+    """Refuse a NaN or ``+inf`` log-density of finite points, naming the rows."""
+    bad = torch.isnan(log_p) | (log_p == float("inf"))
+    if not bool(bad.any()):
+        return
+    rows = torch.nonzero(bad.reshape(-1)).flatten()
+    shown = ", ".join(str(r) for r in rows[:10].tolist())
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    raise NumericalError(
+        f"{owner}'s log-density is NaN or Inf on finite data in {len(rows)} row(s) (flat batch "
+        f"indices {shown}{more}; largest |x| {float(x.abs().max()):.3g}): its values overflow "
+        f"{str(x.dtype)[6:]}; rescale the data, or score in float64 (model.double())",
+        rows[:10].tolist(),
+    )

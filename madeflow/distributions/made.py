@@ -214,9 +214,19 @@ class MADEDensity(DensityModel):
 
     def draw(self, sample_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
         """Samples ``(*sample_shape, *batch, D)``: pre-drawn noise through the solver."""
+        return self.sample_from_noise(self._noise(sample_shape, context), context)
+
+    def draw_and_score(
+        self, sample_shape: torch.Size, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Samples and their log-density, the conditionals read off the solve's by-products."""
+        noise = self._noise(sample_shape, context)
+        x, params = autoregressive_solve(self.made, self.step, noise, context, return_params=True)
+        return x, self.conditionals_from_params(params).log_prob(x).sum(-1)
+
+    def _noise(self, sample_shape: torch.Size, context: torch.Tensor | None) -> torch.Tensor:
         batch = self.checked_context(context)
-        noise = self.draw_noise(sample_shape + batch + torch.Size((self.input_dim,)))
-        return self.sample_from_noise(noise, context)
+        return self.draw_noise(sample_shape + batch + torch.Size((self.input_dim,)))
 
     def forward(self, context: torch.Tensor | None = None) -> Distribution:
         """The density as a Pyro distribution, optionally conditioned on ``context``.

@@ -63,7 +63,7 @@ def check_autoregressive(
         device = params[0].device if params else None
     if permutation is None:
         get = getattr(net, "get_permutation", None)
-        permutation = get() if get is not None else torch.arange(input_dim)
+        permutation = get() if get is not None else torch.arange(input_dim, device="cpu")
     degree = input_degrees(as_permutation(permutation, input_dim))
 
     def flat(x: torch.Tensor) -> torch.Tensor:
@@ -71,7 +71,7 @@ def check_autoregressive(
         outs = out if isinstance(out, (tuple, list)) else (out,)
         return torch.cat([o.reshape(-1, input_dim) for o in outs])  # (P, D)
 
-    dependency = torch.zeros(input_dim, input_dim, dtype=torch.bool)
+    dependency = torch.zeros(input_dim, input_dim, dtype=torch.bool, device="cpu")
     for _ in range(num_points):
         x = torch.randn(input_dim, dtype=dtype, device=device)
         jac = torch.autograd.functional.jacobian(flat, x)  # (P, D_out, D_in)

@@ -118,9 +118,14 @@ class MADE(nn.Module):
         self.activation = activation() if isinstance(activation, type) else activation
 
         if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
+            seed = int(torch.randint(0, 2**62, (), device="cpu").item())
         self.seed = seed
-        perms, degrees = self._draw_masks(permutation, seed)
+        # Masks are drawn on the CPU with their own generator (the same masks whatever the
+        # default device), then kept where the module's tensors are created.
+        home = torch.empty(0).device
+        with torch.device("cpu"):
+            perms, degrees = self._draw_masks(permutation, seed)
+        perms, degrees = perms.to(home), [deg.to(home) for deg in degrees]
         self.register_buffer("permutations", perms)
         for layer, deg in enumerate(degrees):
             self.register_buffer(f"degrees_{layer}", deg)

@@ -102,9 +102,9 @@ def hidden_degrees(
     high = max(high, low)
     levels = high - low + 1
     if mode == "equal":
-        return low + torch.arange(width) * levels // width
+        return low + torch.arange(width, device="cpu") * levels // width
     if mode == "random":
-        return torch.randint(low, high + 1, (width,), generator=generator)
+        return torch.randint(low, high + 1, (width,), generator=generator, device="cpu")
     raise ValueError(f"hidden_degrees must be 'equal' or 'random', got {mode!r}")
 
 
@@ -218,7 +218,7 @@ def check_mask_buffers(
 
     perms = integers("permutations", (k, d))
     if perms is not None:
-        expected = torch.arange(d)
+        expected = torch.arange(d, device="cpu")
         for row, perm in enumerate(perms):
             if not torch.equal(torch.sort(perm).values, expected):
                 counts = torch.bincount(perm.clamp(0, d), minlength=d + 1)[:d]

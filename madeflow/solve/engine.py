@@ -28,10 +28,11 @@ import math
 import torch
 
 from madeflow.nn.made import MADE, Params
+from madeflow.solve.adjoint import Saved
 from madeflow.solve.plan import Ordered, Plan, block_size, get_plan, schedule
 from madeflow.solve.reference import Step, naive_autoregressive_solve
 
-__all__ = ["fast_autoregressive_solve"]
+__all__ = ["fast_autoregressive_solve", "made_layout", "run"]
 
 
 def _stage_params(made: MADE, out: torch.Tensor, batch: torch.Size) -> list[Params]:
@@ -43,8 +44,7 @@ def _stage_params(made: MADE, out: torch.Tensor, batch: torch.Size) -> list[Para
     """
     mult = made.output_multiplier
     return [
-        made.split_params(rows.t().view(*batch, mult), num_dims=1)
-        for rows in out.split(mult, 0)
+        made.split_params(rows.t().view(*batch, mult), num_dims=1) for rows in out.split(mult, 0)
     ]
 
 
@@ -57,7 +57,8 @@ def fast_autoregressive_solve(
 ) -> torch.Tensor:
     """Solve ``x_d = step(theta_d(x_<d), noise_d)`` computing every unit of the MADE once.
 
-    Not differentiable (use :func:`madeflow.inversion.autoregressive_solve`, which dispatches).
+    Not differentiable (:func:`madeflow.solve.autoregressive_solve` dispatches to the
+    differentiable version when gradients are needed).
 
     Args:
         made: The conditioner.
@@ -71,6 +72,34 @@ def fast_autoregressive_solve(
     Returns:
         ``(*batch, D)``, equal (up to rounding) to the naive solver's result.
     """
+    return run(made, step, noise, context, block)[0]
+
+
+def run(
+    made: MADE,
+    step: Step,
+    noise: torch.Tensor,
+    context: torch.Tensor | None = None,
+    block: int | None = None,
+    keep: bool = False,
+    observed: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, Saved | None]:
+    """Run the one-pass solve without gradients, returning its by-products too.
+
+    Args:
+        made: The conditioner.
+        step: As in :func:`fast_autoregressive_solve`.
+        noise: ``(*batch, D)``.
+        context: ``(*batch, context_dim)`` or ``None``, broadcastable against ``noise``.
+        block: Stages per block (default :func:`block_size`).
+        keep: Also return copies of the buffers the backward needs.
+        observed: ``(D,)`` bool: dimensions set to ``noise``'s entries instead of solved for.
+
+    Returns:
+        ``(x, params, saved)``: ``x`` ``(*batch, D)``; the MADE's raw output at the solution,
+        ``(*batch, P * D)`` in :meth:`madeflow.MADE.split_params` layout (``None`` if the engine
+        could not solve this MADE and the reference loop ran); the buffers (or ``None``).
+    """
     made.check_inputs(noise, context)
     d = made.input_dim
     batch = noise.shape[:-1]
@@ -82,7 +111,8 @@ def fast_autoregressive_solve(
     plan = get_plan(made)
     if plan is None:  # hand-edited masks: the schedule would not match made(x)
         with torch.no_grad():
-            return naive_autoregressive_solve(made, step, noise, context)
+            x = naive_autoregressive_solve(made, step, noise, context, observed=observed)
+            return x, None, None
     weight = made.output_layer.weight
     key = (tuple(batch), block or block_size(d))
     # Buffers and their views are reused between calls; a concurrent or nested call (lock taken)
@@ -95,11 +125,29 @@ def fast_autoregressive_solve(
             if owned:
                 plan.workspace = ws
         with torch.no_grad():
-            x = _run(made, plan, ws, step, noise, context, n)
+            x = _run(made, plan, ws, step, noise, context, n, observed)
+            params = made_layout(plan, ws.out).view(*batch, -1)
+            saved = None
+            if keep:
+                saved = Saved(
+                    ws.x.clone(),
+                    [p.clone() for p in ws.pre],
+                    [p.clone() for p in ws.post],
+                    ws.out.clone(),
+                    plan,
+                )
     finally:
         if owned:
             plan.lock.release()
-    return x.reshape(*batch, d).to(noise.dtype)
+    return x.reshape(*batch, d).to(noise.dtype), params, saved
+
+
+def made_layout(plan: Plan, rows: torch.Tensor) -> torch.Tensor:
+    """Output rows in stage order ``(P * D, N)`` as the MADE lays them out, ``(N, P * D)``."""
+    index = plan.output.weight.rows
+    if index is None:
+        return rows.t().clone()
+    return rows.t().new_empty(rows.shape[1], rows.shape[0]).index_copy_(1, index, rows.t())
 
 
 class _Workspace:
@@ -146,7 +194,11 @@ def _run(
     noise: torch.Tensor,
     context: torch.Tensor | None,
     n: int,
+    observed: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    fixed = [False] * len(plan.permutation)
+    if observed is not None:  # by stage: is the input of degree s + 1 given?
+        fixed = observed.to(plan.permutation_index.device)[plan.permutation_index].tolist()
     for m, buf in zip(plan.hidden, ws.pre):
         _fill_bias(buf, m.bias)
     if plan.context_weight is not None:
@@ -172,7 +224,7 @@ def _run(
                         torch.clamp_min(tgt, 0, out=post)
                     else:
                         post.copy_(act(tgt))
-            x_rows[s].copy_(step(stage_params[s], noise_cols[s]))
+            x_rows[s].copy_(noise_cols[s] if fixed[s] else step(stage_params[s], noise_cols[s]))
     return ws.x.t().index_select(-1, plan.to_input_order)
 
 

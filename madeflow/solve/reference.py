@@ -36,8 +36,13 @@ def select_dims(params: Params, index: torch.Tensor) -> Params:
 
 
 def naive_autoregressive_solve(
-    made: MADE, step: Step, noise: torch.Tensor, context: torch.Tensor | None = None
-) -> torch.Tensor:
+    made: MADE,
+    step: Step,
+    noise: torch.Tensor,
+    context: torch.Tensor | None = None,
+    return_params: bool = False,
+    observed: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, Params]:
     """Reference solver: run the whole network once per dimension (``D`` passes).
 
     Plain differentiable PyTorch with a loop of fixed length and no Python branch on tensor
@@ -48,11 +53,15 @@ def naive_autoregressive_solve(
         step: Elementwise map from (parameters, noise) of some dims to their values.
         noise: ``(*batch, D)`` noise (or target values) driving ``step``.
         context: Optional context, broadcastable against ``noise``'s batch shape.
+        return_params: Also return ``made(x)`` at the solution (from the last pass, no extra one).
+        observed: ``(D,)`` bool: dimensions set to ``noise``'s entries instead of solved for.
 
     Returns:
-        ``x`` of shape ``(*batch, D)`` with ``x[..., d] = step(made(x)[..., d], noise[..., d])``.
+        ``x`` of shape ``(*batch, D)`` with ``x[..., d] = step(made(x)[..., d], noise[..., d])``,
+        or ``(x, made(x))``.
     """
-    return ordered_loop(made, made.get_permutation(), step, noise, context)
+    order = made.get_permutation()
+    return ordered_loop(made, order, step, noise, context, return_params, observed)
 
 
 def ordered_loop(
@@ -61,7 +70,9 @@ def ordered_loop(
     step: Step,
     noise: torch.Tensor,
     context: torch.Tensor | None,
-) -> torch.Tensor:
+    return_params: bool = False,
+    observed: torch.Tensor | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, Params]:
     """Solve the recursion for any conditioner, one full network pass per dimension.
 
     Args:
@@ -70,9 +81,14 @@ def ordered_loop(
         step: Elementwise map from (parameters, noise) of some dims to their values.
         noise: ``(*batch, D)``.
         context: Optional context, broadcastable against ``noise``'s batch shape.
+        return_params: Also return the network's output at the solution (that of the last pass:
+            every dimension's parameters depend only on the dimensions before it, all final by
+            then).
+        observed: ``(D,)`` bool: these dimensions are not solved for but set to ``noise``'s
+            entries (``step`` is not used for them).
 
     Returns:
-        ``(*batch, D)``.
+        ``(*batch, D)``, or ``(x, params)``.
     """
     x = torch.zeros_like(noise)
     dims = torch.arange(noise.shape[-1], device=noise.device)
@@ -80,7 +96,10 @@ def ordered_loop(
     for k in range(noise.shape[-1]):
         index = order[k : k + 1]  # a tensor, not a Python int: no data-dependent trace
         params = net(x) if context is None else net(x, context)
-        value = step(select_dims(params, index), noise.index_select(-1, index))
+        driver = noise.index_select(-1, index)
+        value = step(select_dims(params, index), driver)
+        if observed is not None:
+            value = torch.where(observed.index_select(0, index), driver, value)
         # Out of place, so the result stays differentiable (rsample through a MAF, say).
         x = torch.where(dims == index, value, x)
-    return x
+    return (x, params) if return_params else x

@@ -58,18 +58,22 @@ def clamp_log_scale(
 
 
 def _solve(
-    net: Callable[..., Params], step: Step, noise: torch.Tensor, context: torch.Tensor | None
-) -> torch.Tensor:
-    """The sequential direction: the fast engine for a MADE, else a ``D``-pass loop.
+    net: Callable[..., Params],
+    step: Step,
+    noise: torch.Tensor,
+    context: torch.Tensor | None,
+    return_params: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, Params]:
+    """The sequential direction: the one-pass solve for a MADE, else a ``D``-pass loop.
 
     Any other conditioner (e.g. Pyro's ``AutoRegressiveNN``) is looped over in its
     ``get_permutation()`` order.
     """
     if isinstance(net, MADE):
-        return autoregressive_solve(net, step, noise, context)
+        return autoregressive_solve(net, step, noise, context, return_params)
     get = getattr(net, "get_permutation", None)
     order = get() if get is not None else net.permutation
-    return ordered_loop(net, order, step, noise, context)
+    return ordered_loop(net, order, step, noise, context, return_params)
 
 
 def _check_network(net: Any, context: torch.Tensor | None, owner: str) -> None:
@@ -201,6 +205,26 @@ class AffineAutoregressive(TransientCache, TransformModule):
             return u
         return _solve(self.nn, self._inverse_step, x, self.context)
 
+    def call_and_log_det(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampling direction and its log-det together, from one computation.
+
+        For MAF the log-det comes from the parameters the solve computed anyway, for IAF from the
+        same pass: no second pass either way. Differentiable.
+
+        Args:
+            u: Noise, ``(*batch, D)``.
+
+        Returns:
+            ``(x, log|det dx/du|)``, ``(*batch, D)`` and ``(*batch,)``.
+        """
+        if self.reads_output:
+            x, params = _solve(self.nn, self._forward_step, u, self.context, return_params=True)
+            return x, self._gate(params)[2].sum(-1)
+        shift, scale, log_scale = self._affine(u)
+        x = shift + scale * u
+        self._remember(u, x)
+        return x, log_scale.sum(-1)
+
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``log |det d y / d x|`` of the sampling map, ``sum_d log scale_d(z)``.
 
@@ -236,8 +260,9 @@ class MAFTransform(AffineAutoregressive):
     Pseudo-code and cost::
 
         _inverse(x):  m, a = made(x); u = (x - m) * exp(-a)          # 1 pass
-        _call(u):     autoregressive_solve(made, step, noise=u)      # the fast engine
+        _call(u):     autoregressive_solve(made, step, noise=u)      # ~1 pass (backward ~2)
         log_abs_det_jacobian(u, x) = sum(a(x), -1)                   # log|dx/du|, 1 pass or cached
+        call_and_log_det(u): the solve, and a(x) from its by-products  # no second pass
 
     ``a`` is clamped to ``[log_scale_min_clip, log_scale_max_clip]`` in value, with the gradient
     passed through (Pyro's convention); the defaults ``(-5, 3)`` bound each layer's scale to

@@ -44,6 +44,7 @@ class PermuteTransform(TransientCache, TransformModule):
         perm = as_permutation(permutation, n)
         self.input_dim = n
         self.register_buffer("permutation", perm)
+        self._register_load_state_dict_pre_hook(_check_loaded_permutation)
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         """Permute, ``(*batch, D) -> (*batch, D)``."""
@@ -63,3 +64,14 @@ class PermuteTransform(TransientCache, TransformModule):
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Zero, ``(*batch,)``."""
         return x.new_zeros(x.shape[:-1])
+
+
+def _check_loaded_permutation(state_dict: dict, prefix: str, *args: object) -> None:
+    """Refuse a saved ``permutation`` that is not a permutation before it is loaded."""
+    value = state_dict.get(prefix + "permutation")
+    if value is None:
+        return
+    try:
+        as_permutation(value, torch.as_tensor(value).numel())
+    except ValueError as err:
+        raise ValueError(f"cannot load {prefix}permutation: {err}") from None

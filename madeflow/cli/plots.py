@@ -13,17 +13,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from madeflow.checkpoint import CheckpointError, atomic_write_bytes, load_json
-from madeflow.cli_data import DataSpace
+from madeflow.data.preprocessing import DataSpace
 from madeflow.data.rows import Rows, take
-from madeflow.training import evaluate_log_prob
+from madeflow.runs.folder import METRICS, read_history
+from madeflow.runs.safe_io import CheckpointError, atomic_write_bytes
+from madeflow.train.evaluation import evaluate_log_prob
 
 __all__ = ["PLOT_ROWS", "plot_run"]
 
 PLOT_ROWS = 10000
 """Test rows drawn from a row source (memory-mapped data); a tensor is drawn whole."""
-
-_CURVES = ("train_log_lik", "val_log_lik")
 
 
 def _pyplot() -> Any:
@@ -80,28 +79,37 @@ def plot_run(
     elif samples.shape[1] == 2:
         _density_2d(plt, model, space, samples, test_data, path, device)
     else:
-        samples = samples.numpy()
-        test_data = None if test_data is None else test_data.numpy()
-        fig, ax = plt.subplots(figsize=(5, 5))
-        if test_data is not None:
-            ax.scatter(test_data[:, 0], test_data[:, 1], s=3, alpha=0.4, label="test data")
-        ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, label="samples")
-        ax.set(xlabel="x[0]", ylabel="x[1]", title="first two coordinates")
-        ax.legend()
-        _savefig(plt, fig, path)
+        _first_two(plt, samples, test_data, path)
     written.append(path)
-    metrics = folder / "metrics.json"
-    hist = _history(metrics) if metrics.is_file() else None
+    hist = _history(folder) if (folder / METRICS).is_file() else None
     if hist is not None:
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot(hist["train_log_lik"], label="train")
-        if hist["val_log_lik"]:
-            ax.plot(hist["val_log_lik"], label="validation")
-        ax.set(xlabel="epoch", ylabel="mean log-likelihood (nats, model space)")
-        ax.legend()
-        _savefig(plt, fig, folder / "training.png")
+        _curves(plt, hist, folder / "training.png")
         written.append(folder / "training.png")
     return written
+
+
+def _first_two(plt: Any, samples: torch.Tensor, test: torch.Tensor | None, path: Path) -> None:
+    """A scatter of the first two coordinates of samples and test data."""
+    samples = samples.numpy()
+    test = None if test is None else test.numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if test is not None:
+        ax.scatter(test[:, 0], test[:, 1], s=3, alpha=0.4, label="test data")
+    ax.scatter(samples[:, 0], samples[:, 1], s=3, alpha=0.4, label="samples")
+    ax.set(xlabel="x[0]", ylabel="x[1]", title="first two coordinates")
+    ax.legend()
+    _savefig(plt, fig, path)
+
+
+def _curves(plt: Any, hist: dict[str, list[float]], path: Path) -> None:
+    """The training (and validation) log-likelihood per epoch."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(hist["train_log_lik"], label="train")
+    if hist["val_log_lik"]:
+        ax.plot(hist["val_log_lik"], label="validation")
+    ax.set(xlabel="epoch", ylabel="mean log-likelihood (nats, model space)")
+    ax.legend()
+    _savefig(plt, fig, path)
 
 
 def _savefig(plt: Any, fig: Any, path: Path) -> None:
@@ -116,15 +124,13 @@ def _savefig(plt: Any, fig: Any, path: Path) -> None:
         plt.close(fig)
 
 
-def _history(path: Path) -> dict[str, list[float]] | None:
+def _history(folder: Path) -> dict[str, list[float]] | None:
     """The curves of ``metrics.json``, or ``None`` (with a warning line) if it is unreadable."""
     try:
-        hist = load_json(path)["history"]
-        curves = {k: [math.nan if v is None else float(v) for v in hist[k]] for k in _CURVES}
+        return read_history(folder)
     except (CheckpointError, KeyError, TypeError, ValueError) as err:
         print(f"madeflow: warning: training.png not drawn: {err}", file=sys.stderr)
         return None
-    return curves
 
 
 def _limits(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

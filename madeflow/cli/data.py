@@ -10,23 +10,20 @@ in the user's units. A ``.npy`` file with ``mmap`` stays on disk: its splits are
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from madeflow import distributed
 from madeflow.data.files import DataError, Standardizer, load_array, split, split_indices
 from madeflow.data.memmap import load_memmap
-from madeflow.data.rows import Rows, take
+from madeflow.data.preprocessing import DIGITS, DataSpace
+from madeflow.data.rows import Rows, take, to_device
 from madeflow.data.toy import TOY_DATASETS, toy_data
 
-__all__ = ["DataSpace", "Prepared", "data_config", "is_binary", "prepare"]
+__all__ = ["Prepared", "data_config", "is_binary", "prepare"]
 
-DIGITS = ("digits", "digits-binary")
 TOY_ALIASES = {"two_moons": "moons", "two-moons": "moons", "eight_gaussians": "8gaussians"}
 
 
@@ -84,95 +81,6 @@ def data_config(
 
 
 @dataclass
-class DataSpace:
-    """Map between model space and data space.
-
-    Attributes:
-        kind: ``digits``, ``digits-binary``, ``toy`` or ``file``.
-        standardizer: For standardised data, else ``None``.
-        alpha: Logit constant (digits).
-    """
-
-    kind: str
-    standardizer: Standardizer | None
-    alpha: float
-
-    @property
-    def image_shape(self) -> tuple[int, int] | None:
-        """``(8, 8)`` for digits, else ``None``."""
-        return (8, 8) if self.kind in DIGITS else None
-
-    def to_model(self, x: torch.Tensor) -> torch.Tensor:
-        """Data-space ``(N, D)`` -> model space."""
-        if self.kind == "digits":
-            a = self.alpha
-            if ((x < 0) | (x > 1)).any():
-                raise DataError("digit pixels must lie in [0, 1] (dequantized intensities)")
-            return torch.logit(a + (1 - 2 * a) * x)
-        if self.standardizer is not None:  # in the statistics' dtype (float64 for new runs)
-            return self.standardizer(x.to(self.standardizer.mean.dtype))
-        return x
-
-    def to_data(self, y: torch.Tensor) -> torch.Tensor:
-        """Model-space ``(N, D)`` -> data space."""
-        if self.kind == "digits":
-            a = self.alpha
-            return ((torch.sigmoid(y) - a) / (1 - 2 * a)).clamp(0.0, 1.0)
-        if self.standardizer is not None:
-            return self.standardizer.inverse(y)
-        return y
-
-    def log_jacobian(self, y: Rows) -> torch.Tensor:
-        """``log |det d(model)/d(data)|`` at model-space points ``(N, D)``, shape ``(N,)``.
-
-        ``log p_data = log p_model + log_jacobian``.
-        """
-        if self.kind == "digits":
-            from madeflow.data.digits import logit_log_jacobian
-
-            return logit_log_jacobian(y, alpha=self.alpha)
-        n = len(y)  # a tensor or a row source: only the count and placement matter here
-        if self.standardizer is not None:
-            log_det = self.standardizer.log_abs_det_jacobian()
-            return log_det.to(device=y.device, dtype=y.dtype).expand(n)
-        return torch.zeros(n, dtype=y.dtype, device=y.device)
-
-    def augmenter(self) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-        """Fresh dequantization noise for logit digits (``None`` for other data).
-
-        Recovers each training pixel's integer level from its logit and redraws the uniform
-        noise, so the model never sees the same dequantized image twice. Validation and test
-        data keep their fixed noise.
-        """
-        if self.kind != "digits":
-            return None
-        a, levels = self.alpha, 17
-
-        def redraw(y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-            x = (torch.sigmoid(y.double()) - a) / (1 - 2 * a)
-            level = torch.floor(x * levels).clamp(0, levels - 1)
-            u = torch.rand(y.shape, generator=gen, dtype=torch.float64).to(y.device)
-            return torch.logit(a + (1 - 2 * a) * (level + u) / levels).to(y.dtype)
-
-        return redraw
-
-    def state(self) -> dict[str, Any]:
-        """Tensors to save with the weights."""
-        if self.standardizer is None:
-            return {}
-        return {"mean": self.standardizer.mean, "std": self.standardizer.std}
-
-    @classmethod
-    def from_state(cls, cfg: dict[str, Any], state: dict[str, Any]) -> DataSpace:
-        """Rebuild from a data config and :meth:`state`."""
-        std = None
-        if state:
-            std = Standardizer(state["mean"].shape[0]).to(state["mean"].dtype)
-            std.load_state_dict({"mean": state["mean"], "std": state["std"]})
-        return cls(cfg["kind"], std, cfg["alpha"])
-
-
-@dataclass
 class Prepared:
     """Splits in model space and the way back to data space.
 
@@ -184,6 +92,11 @@ class Prepared:
     val: Rows
     test: Rows
     space: DataSpace
+
+    def to(self, device: torch.device | str) -> Prepared:
+        """The splits on ``device`` (a row source stays where it is: it is read per batch)."""
+        train, val, test = (to_device(part, device) for part in (self.train, self.val, self.test))
+        return Prepared(train, val, test, self.space)
 
 
 def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared:
@@ -209,7 +122,8 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
             alpha=cfg["alpha"],
             dtype=dtype,
         )
-        return Prepared(d.train, d.val, d.test, DataSpace(kind, None, cfg["alpha"]))
+        space = DataSpace.logit(cfg["alpha"]) if kind == "digits" else DataSpace(kind)
+        return Prepared(d.train, d.val, d.test, space)
     if cfg.get("mmap"):
         return _prepare_memmap(cfg, dtype)
     # Standardised data are read and standardised in float64 and narrowed after: values beyond
@@ -221,7 +135,7 @@ def prepare(cfg: dict[str, Any], dtype: torch.dtype = torch.float32) -> Prepared
         full = load_array(cfg["source"], dtype=wide)
     parts = split(full, seed=cfg["seed"])
     std = _checked(Standardizer.fit(parts.train), cfg) if cfg["standardize"] else None
-    space = DataSpace(kind, std, cfg["alpha"])
+    space = DataSpace(kind) if std is None else DataSpace.standardized(std, kind)
     if std is None:
         return Prepared(parts.train, parts.val, parts.test, space)
     train, val, test = (std(part).to(dtype) for part in parts)
@@ -242,7 +156,8 @@ def _prepare_memmap(cfg: dict[str, Any], dtype: torch.dtype) -> Prepared:
         std = _checked(Standardizer.from_moments(*train.moments()), cfg)
         narrow = _Narrowed(std, dtype)
         train, val, test = (part.with_transform(narrow) for part in (train, val, test))
-    return Prepared(train, val, test, DataSpace(cfg["kind"], std, cfg["alpha"]))
+    space = DataSpace(cfg["kind"]) if std is None else DataSpace.standardized(std, cfg["kind"])
+    return Prepared(train, val, test, space)
 
 
 def _checked(std: Standardizer, cfg: dict[str, Any]) -> Standardizer:
@@ -275,33 +190,3 @@ def is_binary(*parts: Rows, chunk: int = 1 << 16) -> bool:
             if not ((x == 0) | (x == 1)).all():
                 return False
     return True
-
-
-def mean_and_stderr(values: torch.Tensor, all_ranks: bool = False) -> tuple[float, float]:
-    """Mean and standard error of a 1-D tensor (``nan`` error for one value).
-
-    Args:
-        values: ``(N,)``.
-        all_ranks: With several ranks, each passes its share and all get the statistics of all
-            the values together (sums all-reduced in float64, two passes).
-
-    Returns:
-        ``(mean, standard error)``.
-    """
-    if all_ranks and distributed.is_active():
-        return _all_ranks_mean_and_stderr(values)
-    n = values.numel()
-    mean = values.double().mean().item()
-    if n < 2:
-        return mean, math.nan
-    return mean, values.double().std().item() / math.sqrt(n)
-
-
-def _all_ranks_mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
-    v = values.double()
-    total, n = distributed.all_sum([v.sum(), v.numel()], v.device)
-    mean = total / n
-    if n < 2:
-        return mean, math.nan
-    (sq,) = distributed.all_sum([(v - mean).square().sum()], v.device)
-    return mean, math.sqrt(sq / (n - 1)) / math.sqrt(n)

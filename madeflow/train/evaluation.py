@@ -13,37 +13,26 @@ finite data (values near the dtype's limits, or weights that diverged) as a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import math
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from madeflow.data.rows import Rows, RowSource, take
-
-if TYPE_CHECKING:
-    from madeflow.distributed import DataParallel
+from madeflow.train import distributed
+from madeflow.train.distributed import DataParallel, shard
+from madeflow.validation import NumericalError
 
 __all__ = [
     "NumericalError",
     "evaluate_log_prob",
     "is_numerical_failure",
+    "mean_and_stderr",
     "mean_log_prob",
     "require_rows",
 ]
-
-
-class NumericalError(FloatingPointError):
-    """A model's values became NaN or infinite although its inputs were finite.
-
-    Args:
-        message: What happened and what to do.
-        rows: The first rows (0-based) on which it happened, when known.
-    """
-
-    def __init__(self, message: str, rows: list[int] | None = None) -> None:
-        super().__init__(message)
-        self.rows = list(rows or [])
 
 
 def require_rows(data: Any, name: str) -> None:
@@ -66,11 +55,12 @@ def require_rows(data: Any, name: str) -> None:
 
 
 def is_numerical_failure(err: BaseException, *inputs: torch.Tensor | None) -> bool:
-    """Whether a model's ``ValueError`` on these inputs is a numerical failure inside it.
+    """Whether a model's error on these inputs is a numerical failure inside it.
 
-    A flow's base distribution refuses NaN values with a support error, and a MADE density
-    refuses NaN inputs; when the inputs themselves are finite, those NaNs arose inside the model
-    (an overflow, or weights that diverged), so the data are not to blame.
+    madeflow's models raise :class:`NumericalError` themselves. Other models (any module with a
+    ``log_prob`` can be trained) may surface the same failure as a distribution's support error
+    or a refusal of NaN inputs inside them; when the inputs themselves are finite, those NaNs
+    arose inside the model (an overflow, or weights that diverged), so the data are not to blame.
 
     Args:
         err: The error the model raised.
@@ -79,6 +69,8 @@ def is_numerical_failure(err: BaseException, *inputs: torch.Tensor | None) -> bo
     Returns:
         ``True`` for such an error on finite inputs.
     """
+    if isinstance(err, NumericalError):
+        return True
     if not isinstance(err, ValueError):
         return False
     text = str(err)
@@ -134,7 +126,7 @@ def evaluate_log_prob(
                 c = None if context is None else take(context, rows, device)
             try:
                 out.append(score(x) if c is None else score(x, context=c))
-            except ValueError as err:
+            except (ValueError, NumericalError) as err:
                 if not is_numerical_failure(err, x, c):
                     raise
                 raise _overflow(model, score, x, c, start) from err
@@ -161,7 +153,7 @@ def _overflow(
     for i in range(len(x)):
         try:
             score(x[i : i + 1]) if c is None else score(x[i : i + 1], context=c[i : i + 1])
-        except ValueError:
+        except (ValueError, NumericalError):
             rows.append(start + i)
             if len(rows) == 10:
                 break
@@ -188,7 +180,7 @@ def mean_log_prob(
     shard (rows ``rank::world``) and the sums and counts are all-reduced in float64.
 
     Args:
-        par: How training is spread (:class:`madeflow.distributed.DataParallel`).
+        par: How training is spread (:class:`madeflow.train.distributed.DataParallel`).
         model: Any module with ``log_prob(x, context=None)``.
         data: ``(N, D)`` tensor or row source.
         context: ``(N, C)`` contexts, or ``None``.
@@ -199,6 +191,41 @@ def mean_log_prob(
     """
     if par.world == 1:
         return evaluate_log_prob(model, data, context, batch_size=batch_size).mean().item()
-    ll = evaluate_log_prob(model, par.shard(data), par.shard(context), batch_size=batch_size)
+    data, context = (shard(t, par.rank, par.world) for t in (data, context))
+    ll = evaluate_log_prob(model, data, context, batch_size=batch_size)
     total, count = par.sum([ll.double().sum(), ll.numel()])
     return total / count
+
+
+def mean_and_stderr(values: torch.Tensor, all_ranks: bool = False) -> tuple[float, float]:
+    """Mean and standard error of a 1-D tensor (``nan`` error for one value).
+
+    Args:
+        values: ``(N,)``.
+        all_ranks: With several ranks, each passes its share and all get the statistics of all
+            the values together (sums all-reduced in float64, two passes).
+
+    Returns:
+        ``(mean, standard error)``.
+
+    Example:
+        >>> mean_and_stderr(torch.tensor([1.0, 2.0, 3.0]))
+        (2.0, 0.5773502691896258)
+    """
+    if all_ranks and distributed.is_active():
+        return _all_ranks_mean_and_stderr(values)
+    n = values.numel()
+    mean = values.double().mean().item()
+    if n < 2:
+        return mean, math.nan
+    return mean, values.double().std().item() / math.sqrt(n)
+
+
+def _all_ranks_mean_and_stderr(values: torch.Tensor) -> tuple[float, float]:
+    v = values.double()
+    total, n = distributed.all_sum([v.sum(), v.numel()], v.device)
+    mean = total / n
+    if n < 2:
+        return mean, math.nan
+    (sq,) = distributed.all_sum([(v - mean).square().sum()], v.device)
+    return mean, math.sqrt(sq / (n - 1)) / math.sqrt(n)

@@ -1,9 +1,10 @@
-"""What ``madeflow fit --resume`` may change, and the training state it resumes from.
+"""``madeflow fit --resume``: the run to continue, and what it may change.
 
 A resumed run keeps the settings recorded in its ``config.json``: :func:`resume_conflicts` lists
-every flag given with another value (only ``--max-epochs`` may change), and
-:func:`read_state` reads ``train_state.pt`` and checks every field against the model before
-anything is written or applied.
+every flag given with another value (only ``--max-epochs`` may change). :func:`resume_config`
+reads the run's config back and refuses, before any other rank is told to start, a foreign
+``model.pt``, changed settings and a data file that changed since ``fit`` (unless ``--force``).
+The training state itself is read by :func:`madeflow.runs.folder.read_state`.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from madeflow.checkpoint import CheckpointError, load_tensors
-from madeflow.cli_data import data_config
+from madeflow.cli.data import data_config
+from madeflow.cli.errors import UsageError, say
 from madeflow.data.files import DataError
-from madeflow.fit_checks import TrainingStateError, check_state
+from madeflow.runs.folder import CONFIG, check_model_file, data_drift, read_config
+from madeflow.runs.safe_io import CheckpointError
 
-__all__ = ["read_state", "resume_conflicts"]
+__all__ = ["resume_config", "resume_conflicts"]
 
 # Flags that --resume cannot change: where config.json records each (``not`` inverts a flag).
 _RECORDED = {
@@ -86,33 +86,40 @@ def _recorded_text(value: Any) -> str:
     return " ".join(map(str, _as_list(value)))
 
 
-def read_state(path: Path, config: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
-    """The training state in ``train_state.pt``, checked against the model before any use.
-
-    Args:
-        path: The ``train_state.pt`` file.
-        config: The run's checked config.
-        model: The model built from it (its MADE buffers check the saved ones on loading).
+def resume_config(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """The config and folder of the run ``--resume --out FOLDER`` continues.
 
     Returns:
-        The state dict for ``fit(state=...)``.
+        ``(config, folder)``; ``config`` has the new ``--max-epochs`` if one was given.
 
     Raises:
-        CheckpointError: If the file is unreadable, of another model, or any field is damaged.
+        UsageError: Without ``--out``, or for settings that differ from the recorded ones.
+        CheckpointError: If the folder is not a run, or its ``model.pt`` is not the one it saved.
+        DataError: If the data file changed since ``fit`` (without ``--force``).
     """
-    ckpt = load_tensors(path, map_location="cpu")
-    if ckpt.get("model_name") != config["model"]["name"]:
-        raise CheckpointError(f"{path} belongs to another model type")
-    state = ckpt.get("state")
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise CheckpointError(f"{path} holds no training state; delete it to start the run again")
-    try:
-        check_state(state, model)
-        # Loading runs the MADE buffer checks; fit loads the same weights again.
-        model.load_state_dict(state["best_model"])
-        model.load_state_dict(state["model"])
-    except (TrainingStateError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is damaged: {err}; delete it to start the run again from scratch"
-        ) from err
-    return state
+    if not args.out:
+        raise UsageError("--resume needs --out RUN_FOLDER")
+    out = Path(args.out)
+    if not (out / CONFIG).is_file():
+        raise CheckpointError(f"cannot resume: {out} is not a madeflow run (no config.json)")
+    config = read_config(out)
+    check_model_file(out, config, args.force, action="resuming, which overwrites it")
+    conflicts = resume_conflicts(args, config)
+    if conflicts:
+        raise UsageError(
+            f"--resume continues {out} with the settings in its config.json, but "
+            f"{', '.join(conflicts)} differ; drop them (only --max-epochs may change), or "
+            "start a new run with another --out"
+        )
+    drift = data_drift(config)  # before any other rank is told to start
+    if drift is not None and not args.force:
+        raise DataError(
+            f"{drift}; resuming would train on other data. Restore it, or pass --force to "
+            "go on with its new contents"
+        )
+    if drift is not None:
+        say(False, f"madeflow: warning: {drift}; going on with its new contents (--force)")
+        config["fingerprints"].pop("data")  # recorded anew once the data are read
+    if args.max_epochs is not None:
+        config["training"]["max_epochs"] = args.max_epochs
+    return config, out

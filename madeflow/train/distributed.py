@@ -306,14 +306,6 @@ class DataParallel:
         """Rank 0's ``obj`` on every rank (e.g. the training state to resume from)."""
         return broadcast_object(obj) if self.world > 1 else obj
 
-    def mine(self, batch: torch.Tensor) -> torch.Tensor:
-        """This rank's rows ``rank::world`` of a global mini-batch (or of its row numbers)."""
-        return batch if self.world == 1 else batch[self.rank :: self.world]
-
-    def shard(self, data: Rows | None) -> Rows | None:
-        """This rank's rows of a whole data set (see :func:`shard`)."""
-        return shard(data, self.rank, self.world)
-
     def log_prob(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """``model.log_prob`` of this rank's rows, through DDP when distributed."""
         if self._ddp is not None:
