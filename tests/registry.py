@@ -1,11 +1,14 @@
 """The one registry of constructors: every model kind that the generic checks run on.
 
-Each entry is a :class:`Spec`: a constructor ``make(dim, **kwargs)``, the kind of object it
-returns and what that object supports. The kinds:
+Each entry of :data:`REGISTRY` is a :class:`Spec`: a constructor ``make(dim, **kwargs)``, the kind
+of object it returns and what that object supports. The kinds:
 
+* ``"network"``: an autoregressive conditioner (:class:`madeflow.MADE` in its variants, the
+  ``AutoRegressiveNN`` drop-ins and Pyro's own networks as the reference column);
 * ``"transform"``: a Pyro ``TransformModule`` (MAF/IAF layers, batch norm, permute, Pyro's own
-  ``AffineAutoregressive`` on a MADE, the ``AutoRegressiveNN`` drop-ins side by side with Pyro's);
-  conditional ones are conditioned on a fixed context when built;
+  ``AffineAutoregressive`` on a MADE, the transforms side by side on either network) or the
+  transform of an :class:`madeflow.AutoIAF` guide; conditional ones are conditioned on a fixed
+  context when built;
 * ``"flow"``: a :class:`madeflow.MAF` or :class:`madeflow.IAF`;
 * ``"density"``: a MADE density estimator (:class:`madeflow.BernoulliMADE`, ...).
 
@@ -15,9 +18,20 @@ Flows and density estimators are both density models (``log_prob(x, context)``, 
 ``triangular`` (a Jacobian lower triangular in the MADE's order), ``copyable`` (deep-copies and
 pickles after ``log_prob(...).backward()``).
 
-Adding a model is one line in :data:`REGISTRY`; every generic check that applies to its kind then
-runs on it. Models are built on torch's current default device and dtype (the suite's ``--device``
-and ``--dtype``), so nothing here names a device.
+How to add a model:
+
+1. Write one line in :data:`REGISTRY`: ``"my_flow": flow(lambda d, **kw: MyFlow(d, ...))``, with
+   the kind (``network``, ``transform``, ``flow`` or ``density``) and any capability that is not
+   the default (``conditional=True``, ``discrete=True``, ``triangular=False``, ...). Flows and
+   density estimators take MADE options as keyword arguments (the normalization checks pass
+   ``permutation``); a transform whose object is not the module itself passes ``view`` (see
+   the AutoIAF entry).
+2. Run ``python -m pytest tests/test_generic.py -k my_flow``: every generic check of its kind
+   runs on it (``tests/test_generic.py`` lists them), in ``--dtype`` on ``--device``. A check
+   that finds a library bug stays visible as a strict ``xfail`` there, not as a skipped entry.
+
+Models are built on torch's current default device and dtype (the suite's ``--device`` and
+``--dtype``), so nothing here names a device.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ from pyro.distributions.conditional import ConditionalTransformModule
 from pyro.distributions.transforms import AffineAutoregressive, ConditionalAffineAutoregressive
 
 import madeflow
+from madeflow.autoguide import AutoIAF
 from madeflow.distributions import BernoulliMADE, GaussianMADE, GaussianMixtureMADE
 from madeflow.flows import IAF, MAF
 from madeflow.nn.made import MADE
@@ -48,7 +63,7 @@ from madeflow.transforms import (
 )
 
 CONTEXT_DIM = 2
-KINDS = ("transform", "flow", "density")
+KINDS = ("network", "transform", "flow", "density")
 
 
 @dataclass(frozen=True)
@@ -62,8 +77,12 @@ class Spec:
     discrete: bool = False
     triangular: bool = True
     copyable: bool = True
+    # The object the checks call, from the module (default: the module, conditioned if need be);
+    # re-derived at every use so that it follows load_state_dict.
+    view: Callable[[Any], Any] | None = None
 
 
+network = partial(Spec, "network")
 transform = partial(Spec, "transform")
 flow = partial(Spec, "flow")
 density = partial(Spec, "density")
@@ -75,15 +94,20 @@ class Case:
 
     name: str
     spec: Spec
-    obj: Any  # the transform (conditioned, if conditional) or the density model
+    built: Any  # the transform (conditioned, if conditional), network or density model
     module: torch.nn.Module  # what holds the parameters and the state_dict
     input_dim: int
     context: torch.Tensor | None = None  # (CONTEXT_DIM,) for conditional kinds
-    order: torch.Tensor | None = None  # a transform's MADE ordering, for the triangularity check
+    order: torch.Tensor | None = None  # the MADE ordering, for the triangularity checks
 
     @property
     def kind(self) -> str:
         return self.spec.kind
+
+    @property
+    def obj(self) -> Any:
+        """The object the checks call (for a ``view`` entry, derived afresh from the module)."""
+        return self.built if self.spec.view is None else self.spec.view(self.module)
 
     def points(self, *batch: int) -> torch.Tensor:
         """Points ``(*batch, D)`` in the model's support: binary for discrete kinds."""
@@ -115,6 +139,31 @@ class Case:
             return self.dist().log_prob(x)
         return self.obj.log_prob(x, self.context)
 
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """What identifies the model at ``x`` ``(*batch, D)``: the log-density ``(*batch,)``, or
+        for a network every output parameter, flattened ``(*batch, P * D)``."""
+        if self.kind != "network":
+            return self.log_prob(x)
+        batch = x.shape[:-1]
+        out = self.obj(x) if self.context is None else self.obj(x, self.contexts(*batch))
+        return network_outputs(out, batch)
+
+    def has_rsample(self) -> bool:
+        """Whether :meth:`dist` has a reparameterized sampler (never for a network)."""
+        if self.kind == "network":
+            return False
+        if self.kind == "transform":
+            return self.dist().has_rsample
+        return self.obj.has_rsample
+
+
+def network_outputs(
+    out: torch.Tensor | Sequence[torch.Tensor], batch: Sequence[int]
+) -> torch.Tensor:
+    """A network's output (a tensor or Pyro's tuple) as one ``(*batch, P * D)`` tensor."""
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    return torch.cat([o.reshape(*batch, -1) for o in outs], -1)
+
 
 def fixed_context() -> torch.Tensor:
     """The same context whatever the global seed (state_dict checks build under two seeds)."""
@@ -137,6 +186,32 @@ def _cmade(dim: int, hidden: list[int], **kw: Any) -> MADE:
 
 def _estimator(cls: type, dim: int, hidden_dims: Sequence[int] = (16, 16), **kw: Any) -> Any:
     return cls(dim, list(hidden_dims), **kw)
+
+
+class _Latents:
+    """A Pyro model with ``dim`` latent dimensions, one of them constrained (a picklable one)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def __call__(self) -> None:
+        pyro.sample("a", dist.Normal(0.0, 1.0))
+        pyro.sample("b", dist.HalfNormal(torch.ones(self.dim - 1)).to_event(1))
+
+
+def _autoiaf(dim: int) -> AutoIAF:
+    """An AutoIAF guide of ``dim`` latent dimensions, set up, its parameters moved off the start.
+
+    The guide starts at the identity (zero output layers), where no gradient reaches the hidden
+    layers; a trained guide is not there, so every parameter is perturbed.
+    """
+    pyro.clear_param_store()
+    guide = AutoIAF(_Latents(dim), hidden_dims=[12], num_transforms=2)
+    guide()  # builds the layers for the model's latent vector
+    with torch.no_grad():
+        for p in guide.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return guide
 
 
 def _randomize_batchnorm(module: torch.nn.Module) -> None:
@@ -184,6 +259,30 @@ def _side_by_side() -> dict[str, Spec]:
 
 
 REGISTRY: dict[str, Spec] = {
+    # networks: make(dim)
+    "made": network(lambda d: MADE(d, [16, 16]), dim=4),
+    "made_param_dims": network(lambda d: MADE(d, [16], param_dims=(1, 2)), dim=4),
+    "made_three_params": network(
+        lambda d: MADE(d, [16], param_dims=(1, 1, 1), permutation="random"), dim=4
+    ),
+    "made_skip_residual": network(
+        lambda d: MADE(d, [12, 12], skip_connections=True, residual=True), dim=4
+    ),
+    "made_random_degrees_and_masks": network(
+        lambda d: MADE(d, [32, 32], hidden_degrees="random", num_masks=3, permutation="random"),
+        dim=5,
+    ),
+    "made_tanh": network(lambda d: MADE(d, [16], activation=torch.nn.Tanh)),
+    "made_narrow": network(_narrow_made, dim=5),
+    "conditional_made": network(lambda d: _cmade(d, [16, 16]), conditional=True),
+    "arn_madeflow": network(lambda d: madeflow.AutoRegressiveNN(d, [16, 16])),
+    "conditional_arn_madeflow": network(
+        lambda d: madeflow.ConditionalAutoRegressiveNN(d, CONTEXT_DIM, [16, 16]), conditional=True
+    ),
+    "arn_pyro": network(lambda d: pyro.nn.AutoRegressiveNN(d, [16, 16])),
+    "conditional_arn_pyro": network(
+        lambda d: pyro.nn.ConditionalAutoRegressiveNN(d, CONTEXT_DIM, [16, 16]), conditional=True
+    ),
     # transforms: make(dim)
     "maf": transform(lambda d: MAFTransform(MADE(d, [16, 16])), dim=4),
     "maf_skip": transform(lambda d: MAFTransform(MADE(d, [12], skip_connections=True)), dim=4),
@@ -215,6 +314,8 @@ REGISTRY: dict[str, Spec] = {
         lambda d: AffineAutoregressive(MADE(d, [16])), **_PYRO_KEEPS_GRAPH
     ),
     **_side_by_side(),
+    # AutoIAF's IAF layers and affine map, one transform; the guide holds the parameters.
+    "autoiaf": transform(_autoiaf, triangular=False, view=lambda guide: guide.get_transform()),
     # flows: make(dim, **made_kwargs)
     "flow_maf": flow(lambda d, **kw: MAF(d, 3, [16], **kw)),
     "flow_maf_batchnorm": flow(lambda d, **kw: MAF(d, 3, [16], batch_norm=True, **kw)),
@@ -260,6 +361,7 @@ def names(kind: str | Sequence[str] | None = None, **capabilities: bool) -> list
     ]
 
 
+NETWORKS = names("network")
 TRANSFORMS = names("transform")
 FLOWS = names("flow")
 DENSITIES = names("density")
@@ -280,6 +382,8 @@ def build(name: str, dim: int | None = None, **kwargs: Any) -> Case:
     if spec.kind == "transform" and isinstance(module, ConditionalTransformModule):
         obj = module.condition(context)
     order = None
+    if spec.kind == "network":
+        order = module.get_permutation().clone()
     if spec.kind == "transform":
         net = getattr(obj, "nn", None) or getattr(obj, "arn", None)
         order = net.get_permutation().clone() if net is not None else torch.arange(d)

@@ -1,8 +1,9 @@
 """The generic checks, run from the one registry (``tests/registry.py``) on every kind that fits.
 
-Every kind (transforms, flows, MADE density estimators): shapes over batch shapes, every
-parameter gets a gradient, ``state_dict`` round trip, float32, ``repr``, copies and pickles after
-``log_prob(...).backward()``. Transforms: inverse round trips, log-det against the autograd
+Every kind (networks, transforms, flows, MADE density estimators): shapes over batch shapes,
+every parameter gets a gradient, ``state_dict`` round trip, float32, ``repr``, copies and pickles
+after ``log_prob(...).backward()`` (a network's outputs). Networks: autoregressive in their own
+ordering, under every mask. Transforms: inverse round trips, log-det against the autograd
 Jacobian, a Jacobian triangular in the MADE's order. Flows: the layer chain inverts and
 ``log_prob`` is the base density plus the log-dets. Density models (flows and estimators):
 normalization (enumeration when discrete, integration otherwise), samples that follow
@@ -27,11 +28,14 @@ from registry import (
     FLOWS,
     KINDS,
     MODELS,
+    NETWORKS,
     REGISTRY,
     TRANSFORMS,
     build,
     names,
 )
+
+from madeflow import check_autoregressive
 
 ALL = list(REGISTRY)
 BATCH_SHAPES = [(), (3,), (3, 4)]
@@ -53,16 +57,19 @@ def _has_parameters(case) -> bool:
     return any(True for _ in case.module.parameters())
 
 
-def _has_rsample(case) -> bool:
-    if case.kind == "transform":
-        return case.dist().has_rsample
-    return case.obj.has_rsample
-
-
 def _check_shapes(case, batch_shape) -> None:
     """Shapes (and dtype, device) of sampling and scoring over ``batch_shape``."""
     batch_shape = torch.Size(batch_shape)
     d = case.input_dim
+    if case.kind == "network":
+        width = case.output(case.points()).shape[-1]  # P * D
+        x = case.points(*batch_shape)
+        out = case.output(x)
+        assert out.shape == (*batch_shape, width) and width % d == 0
+        assert out.dtype == torch.get_default_dtype()
+        assert out.device.type == torch.get_default_device().type
+        torch.testing.assert_close(out[(0,) * len(batch_shape)], case.output(x.reshape(-1, d)[0]))
+        return
     if case.kind == "transform":
         td = case.dist(batch_shape)
         x = td.sample()
@@ -121,8 +128,8 @@ def test_every_parameter_gets_a_gradient(name):
     case = build(name)
     params = dict(case.module.named_parameters())
     assert params
-    loss = case.log_prob(case.points(5)).sum()
-    if _has_rsample(case):
+    loss = case.output(case.points(5)).sum()
+    if case.has_rsample():
         loss = loss + case.dist((5,)).rsample().square().sum()
     loss.backward()
     for pname, p in params.items():
@@ -139,10 +146,12 @@ def test_state_dict_round_trip(name):
     b = build(name)
     x = a.points(7)
     if _has_parameters(a):
-        assert not torch.equal(a.log_prob(x.clone()), b.log_prob(x.clone()))
+        assert not torch.equal(a.output(x.clone()), b.output(x.clone()))
     b.module.load_state_dict(a.module.state_dict())
-    assert torch.equal(a.log_prob(x.clone()), b.log_prob(x.clone()))
-    if a.kind == "transform":
+    assert torch.equal(a.output(x.clone()), b.output(x.clone()))
+    if a.kind == "network":
+        assert torch.equal(a.module.get_permutation(), b.module.get_permutation())
+    elif a.kind == "transform":
         u = torch.randn(7, a.input_dim)
         assert torch.equal(a.obj(u.clone()), b.obj(u.clone()))
     else:
@@ -159,7 +168,9 @@ def test_float32(name):
     case = build(name)
     for batch_shape in BATCH_SHAPES:
         _check_shapes(case, batch_shape)
-    if case.kind == "transform":
+    if case.kind == "network":
+        assert check_autoregressive(case.obj, case.input_dim, context=case.context).any()
+    elif case.kind == "transform":
         t = case.obj
         u = torch.randn(6, case.input_dim)
         x = t(u.clone())
@@ -189,11 +200,14 @@ def test_repr(name):
 def test_copies_and_pickles_hold_no_batch_after_scoring(name):
     case = build(name)
     case.module.train()  # batch norm in training mode: batch statistics must not be kept
-    empty = len(pickle.dumps(case.obj))
+    # What a user pickles: the object, or the guide that holds a view's transform (its parts
+    # keep Pyro's weak references to unconstrained parameters).
+    saved = case.module if case.spec.view is not None else case.obj
+    empty = len(pickle.dumps(saved))
     keys = set(case.module.state_dict())
     x = case.points(4000)
-    losses = [case.log_prob(x).mean()]
-    if _has_rsample(case):  # IAF: score its own samples (the shortcut that remembers them)
+    losses = [case.output(x).mean()]
+    if case.has_rsample():  # IAF: score its own samples (the shortcut that remembers them)
         q = case.dist()
         losses.append(q.log_prob(q.rsample((4000,))).mean())
     for loss in losses:
@@ -204,9 +218,21 @@ def test_copies_and_pickles_hold_no_batch_after_scoring(name):
             copy.deepcopy(case)
         return
     clone = copy.deepcopy(case)  # a non-leaf tensor in the state would raise here
-    assert len(pickle.dumps(case.obj)) <= empty + 2000  # not the 4000-row batch (>= 32 kB)
+    assert len(pickle.dumps(saved)) <= empty + 2000  # not the 4000-row batch (>= 32 kB)
     assert set(case.module.state_dict()) == keys
-    torch.testing.assert_close(clone.log_prob(x[:5]), case.log_prob(x[:5]))
+    torch.testing.assert_close(clone.output(x[:5]), case.output(x[:5]))
+
+
+# -------------------------------------------------------------------------------- networks
+@pytest.mark.parametrize("name", NETWORKS)
+def test_network_autoregressive_in_its_order_under_every_mask(name):
+    case = build(name)
+    net = case.obj
+    for _ in range(getattr(net, "num_masks", 1)):
+        dep = check_autoregressive(net, case.input_dim, context=case.context, num_points=8)
+        assert dep.any()  # the check saw dependencies: it could have found a wrong one
+        if hasattr(net, "next_mask"):
+            net.next_mask()
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -435,7 +461,7 @@ def test_bad_inputs_raise_clearly(name):
 
 # -------------------------------------------------------------------------------- registry
 def test_registry_covers_every_kind_and_capability():
-    assert set(TRANSFORMS) | set(MODELS) == set(REGISTRY)
+    assert set(NETWORKS) | set(TRANSFORMS) | set(MODELS) == set(REGISTRY)
     assert set(MODELS) == set(FLOWS) | set(DENSITIES)
     for kind in KINDS:
         assert names(kind), kind
@@ -443,8 +469,9 @@ def test_registry_covers_every_kind_and_capability():
     assert names("density", discrete=True) and not names(("transform", "flow"), discrete=True)
     assert {"maf", "iaf", "iaf_stable", "permute", "batchnorm_eval"} <= set(TRANSFORMS)
     assert {"flow_maf", "flow_iaf", "flow_maf_mog", "flow_conditional_maf"} <= set(FLOWS)
-    assert {"maf_on_madeflow_arn", "pyro_affine_on_pyro_arn"} <= set(TRANSFORMS)
+    assert {"maf_on_madeflow_arn", "pyro_affine_on_pyro_arn", "autoiaf"} <= set(TRANSFORMS)
+    assert {"made", "conditional_made", "arn_madeflow", "arn_pyro"} <= set(NETWORKS)
     for name in ALL:  # what a kind declares matches what it builds
         case = build(name)
         assert (case.context is not None) == case.spec.conditional, name
-        assert (case.order is not None) == (case.kind == "transform"), name
+        assert (case.order is not None) == (case.kind in ("network", "transform")), name
