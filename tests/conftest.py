@@ -3,10 +3,21 @@
 Every test runs with torch's default dtype set to ``--dtype`` (float64 unless asked) and, under
 ``--device cuda``, with torch's default device set to the GPU, so tests build modules and tensors
 without naming a device or dtype (zuko's ``tests/conftest.py`` is the model). A test that asks for
-the ``device`` fixture places its tensors by hand and is left on the CPU default device.
+the ``device`` fixture places its tensors by hand and is left on the CPU default device. Tests
+marked ``cuda`` need a GPU and are skipped without one; ``--device cuda`` on a machine without a
+GPU stops with a usage error instead of skipping the whole suite.
 
 Tolerances written for float64 go through :func:`tol`, which widens them when the suite runs in
 float32; tests about a particular dtype set it explicitly instead.
+
+Layout: the tests mirror the package in one flat folder. A test of ``madeflow/<sub>/<module>.py``
+is ``test_<sub>_<module>.py`` (``test_nn_masks.py``; a topic of the subpackage may replace the
+module: ``test_transforms_maf.py``, ``test_solve_gradients.py``), a test of a top-level module
+or of a subpackage as a whole is ``test_<name>.py`` (``test_flows.py``, ``test_solve.py``), and
+checks across the package keep a descriptive name (``test_generic.py`` runs every generic check
+over the registry of ``registry.py``; ``test_numerics.py``, ``test_bad_inputs.py``, ...). Helpers
+that are not test modules (``registry.py``, ``runs_helper.py``, ``dist_worker.py``) sit beside
+them and are imported by name, as ``conftest`` is.
 """
 
 from __future__ import annotations
@@ -38,6 +49,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped when there is none")
+    if config.getoption("--device") == "cuda" and not torch.cuda.is_available():
+        cuda = torch.version.cuda
+        built = f"built with CUDA {cuda}" if cuda else "a CPU-only build"
+        raise pytest.UsageError(
+            f"--device cuda: torch {torch.__version__} ({built}) sees no CUDA device "
+            "(torch.cuda.is_available() is False); run without --device to test on the CPU"
+        )
     # Test models are tiny: one intra-op thread avoids thread start-up and barrier costs that
     # dominate them (and oversubscription when the machine is shared).
     torch.set_num_threads(int(os.environ.get("MADEFLOW_TEST_THREADS", "1")))
@@ -49,13 +67,12 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    wants_cuda = config.getoption("--device") == "cuda"
     if torch.cuda.is_available():
         return
-    reason = "no CUDA device available"
+    skip = pytest.mark.skip(reason="needs a CUDA device; torch sees none")
     for item in items:
-        if wants_cuda or "cuda" in item.keywords:
-            item.add_marker(pytest.mark.skip(reason=reason))
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
 
 
 def tol(atol64: float, atol32: float = 1e-4) -> float:

@@ -140,7 +140,8 @@ def test_gradients_flow_through_the_solve():
     grads = [noise.grad, *(p.grad for p in made.parameters())]
     assert all(g is not None for g in grads)
     expected = naive_autoregressive_solve(made, affine_step, noise, context)
-    torch.testing.assert_close(x, expected, rtol=0, atol=tol(1e-12))  # gradients: test_solve_gradients
+    # Gradients against the reference: test_solve_gradients.py.
+    torch.testing.assert_close(x, expected, rtol=0, atol=tol(1e-12))
     assert noise.grad.abs().sum() > 0
 
 
