@@ -83,6 +83,17 @@ def tol(atol64: float, atol32: float = 1e-4) -> float:
     return atol64 if torch.get_default_dtype() == torch.float64 else max(atol64, atol32)
 
 
+def tols(rtol64: float, atol64: float, tol32: float = 1e-4) -> dict[str, float]:
+    """``rtol``/``atol`` for ``torch.testing.assert_close`` written for float64, widened to
+    ``tol32`` under float32 (for values such as gradients whose scale varies).
+
+    Example: ``torch.testing.assert_close(got, want, **tols(1e-9, 1e-12))``.
+    """
+    if torch.get_default_dtype() == torch.float64:
+        return {"rtol": rtol64, "atol": atol64}
+    return {"rtol": max(rtol64, tol32), "atol": max(atol64, tol32)}
+
+
 @contextlib.contextmanager
 def float64_init() -> Iterator[None]:
     """Build in float64 whatever ``--dtype``; cast to the suite's dtype afterwards.
