@@ -26,6 +26,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import pyro
 import pytest
 import torch
 
@@ -152,6 +153,19 @@ def seed() -> int:
     """Seed torch's global RNG before every test so each test is reproducible on its own."""
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture(autouse=True)
+def pyro_param_store():
+    """An empty Pyro parameter store before and after every test.
+
+    Guides keep their parameters there by name: a guide built by one test (say the registry's
+    AutoIAF over 3 latent dimensions) must not hand its ``AutoIAF.loc`` to the next one, nor to
+    the doctests, which run without this folder's fixtures.
+    """
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
 
 
 @pytest.fixture(autouse=True)

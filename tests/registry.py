@@ -205,7 +205,6 @@ def _autoiaf(dim: int) -> AutoIAF:
     The guide starts at the identity (zero output layers), where no gradient reaches the hidden
     layers; a trained guide is not there, so every parameter is perturbed.
     """
-    pyro.clear_param_store()
     guide = AutoIAF(_Latents(dim), hidden_dims=[12], num_transforms=2)
     guide()  # builds the layers for the model's latent vector
     with torch.no_grad():
