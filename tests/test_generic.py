@@ -41,17 +41,6 @@ ALL = list(REGISTRY)
 BATCH_SHAPES = [(), (3,), (3, 4)]
 SAMPLE_SHAPES = [(), (5,), (2, 3)]
 
-# Library bugs these checks found, kept visible: strict, so a fix turns them into failures to
-# clean up. MADE rebinds its ``permutation`` buffer when a state is loaded; Pyro's conditional
-# transforms keep the tensor they saw at ``condition()`` (Pyro's own network copies in place).
-STALE_PERMUTATION = pytest.mark.xfail(
-    strict=True, reason="MADE rebinds .permutation on load; Pyro's condition() kept the old one"
-)
-
-
-def _with(marks: dict[str, pytest.MarkDecorator], selected: list[str]) -> list:
-    return [pytest.param(n, marks=marks[n]) if n in marks else n for n in selected]
-
 
 def _has_parameters(case) -> bool:
     return any(True for _ in case.module.parameters())
@@ -136,9 +125,7 @@ def test_every_parameter_gets_a_gradient(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize(
-    "name", _with({"conditional_pyro_affine_on_madeflow_arn": STALE_PERMUTATION}, ALL)
-)
+@pytest.mark.parametrize("name", ALL)
 def test_state_dict_round_trip(name):
     torch.manual_seed(1)
     a = build(name)
