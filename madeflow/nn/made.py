@@ -205,7 +205,10 @@ class MADE(nn.Module):
     def _apply_mask(self, index: int) -> None:
         self.mask_index.fill_(index)
         perm = self.permutations[index]
-        self.permutation = perm.clone()
+        if self.permutation.shape == perm.shape and self.permutation.device == perm.device:
+            self.permutation.copy_(perm)  # in place: Pyro's transforms keep this very tensor
+        else:
+            self.permutation = perm.clone()
         self.input_degree = input_degrees(perm)
         below = self.input_degree
         for layer, deg in zip(self.layers, self.hidden_degrees()):
