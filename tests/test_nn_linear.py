@@ -221,17 +221,25 @@ def test_grouped_product_is_differentiable_to_every_order(small_layers_grouped, 
     assert torch.autograd.gradgradcheck(gradient_norm, (x, weight, bias))  # third order
 
 
-@pytest.mark.parametrize("use_groups", [True, False])
-def test_masked_entries_get_exactly_zero_gradient_when_the_gradient_overflows(use_groups):
-    """inf * 0 = NaN: masking must select, not multiply, or masked weights get NaN gradients."""
-    made = MADE(8, [600, 600], param_dims=(1, 1), seed=0).float()
-    for layer in made.modules():
-        if isinstance(layer, MaskedLinear):
-            layer.grouped = use_groups
-    out = made(torch.full((2, 8), 1e30, dtype=torch.float32))
-    (out[0].sum() * 1e30).backward()
-    for layer in made.modules():
-        if isinstance(layer, MaskedLinear):
-            assert torch.equal(
-                layer.weight.grad[~layer.mask], torch.zeros(int((~layer.mask).sum()))
-            )
+def test_dense_mask_factor_follows_the_mask_dtype_and_inference_mode():
+    """The cached 0/1 factor of the dense path is never stale and never an inference tensor."""
+    layer = MaskedLinear(6, 5)
+    layer.grouped = False
+    layer.set_mask(torch.rand(5, 6) > 0.5)
+    x = torch.randn(3, 6)
+
+    def expected():
+        return F.linear(x.to(layer.weight.dtype), layer.weight * layer.mask, layer.bias)
+
+    with torch.inference_mode():
+        layer(x)  # must not leave an inference tensor behind
+    out = layer(x)
+    out.sum().backward()  # would raise on a cached inference tensor
+    torch.testing.assert_close(out, expected())
+    layer.mask[0] = ~layer.mask[0]  # an in-place edit bumps the version
+    torch.testing.assert_close(layer(x), expected())
+    layer.set_mask(torch.ones(5, 6, dtype=torch.bool))
+    torch.testing.assert_close(layer(x), expected())
+    layer.float()
+    assert layer(x.float()).dtype == torch.float32
+    torch.testing.assert_close(layer(x.float()), expected().float())
