@@ -202,7 +202,7 @@ def test_data_and_usage_errors(tmp_path, capsys, monkeypatch):
     assert "3 columns; the model expects 2" in capsys.readouterr().err
 
     def nan_fit(*args, **kwargs):
-        raise NonFiniteLossError("training loss became nan at epoch 0, step 0")
+        raise NonFiniteLossError("training loss became nan at epoch 1, step 1")
 
     monkeypatch.setattr(cli_fit, "fit", nan_fit)
     assert cli.main(["fit", "moons", *TINY, "--out", str(tmp_path / "n")]) == 5

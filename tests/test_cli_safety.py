@@ -209,7 +209,7 @@ CLI_CASES: dict[str, CliCase] = {
     "diverging-lr": CliCase(
         lambda e: _fit(e, "--lr", "1e10"),
         5,
-        r"training diverged at epoch 0\b.*try a lower learning",
+        r"training diverged at epoch 1\b.*try a lower learning",
     ),
     "batch-norm-one-training-row": CliCase(
         lambda e: [

@@ -158,7 +158,7 @@ def _fit_locked(
     _plot(out, model, data, config, quiet)
     print(
         f"stopped after {history.epochs} epochs ({history.stopped}); best epoch "
-        f"{history.best_epoch + 1}; {history.seconds:.1f} s"
+        f"{history.best_epoch}; {history.seconds:.1f} s"
     )
     for line in lines:
         print(line)
@@ -198,7 +198,7 @@ def _resume_state(
     state = None
     if args.resume and (out / STATE).is_file():
         state = read_state(out, config, model)
-        say(quiet, f"resuming {out} after epoch {state['epoch'] + 1}")
+        say(quiet, f"resuming {out} after epoch {state['epoch']}")
     elif args.resume:
         say(quiet, f"{out} has no completed epoch; starting from scratch")
     write_config(out, config)  # after the state passed its checks
@@ -238,13 +238,13 @@ class _Checkpoints:
     def __call__(self, event: EpochEnd) -> None:
         if not self.main:
             return
-        if self.log_lines and ((event.epoch + 1) % 10 == 0 or event.last):
+        if self.log_lines and (event.epoch % 10 == 0 or event.last):
             h = event.history
             say(
                 False,
-                f"epoch {event.epoch + 1}: train {event.train_log_lik:.3f}, val "
+                f"epoch {event.epoch}: train {event.train_log_lik:.3f}, val "
                 f"{event.val_log_lik:.3f} (best {h.best_val_log_lik:.3f} at epoch "
-                f"{h.best_epoch + 1})",
+                f"{h.best_epoch})",
             )
         now = time.monotonic()
         if now - self.last_save >= self.save_every or event.last:
