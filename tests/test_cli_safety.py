@@ -320,8 +320,12 @@ def test_umask_is_respected(tmp_path, capsys):
             assert cli.main(["sample", str(out), "-n", "3", "-o", str(out / "s.csv")]) == 0
         finally:
             os.umask(old)
-        for name in ("config.json", "model.pt", "metrics.json", "train_state.pt", "s.csv"):
+        names = {p.name for p in out.iterdir()}
+        assert {"config.json", "model.pt", "metrics.json", "train_state.pt", "s.csv"} <= names
+        for name in names:  # every file of the run, pictures too
             assert stat.S_IMODE((out / name).stat().st_mode) == mode, (name, oct(mask))
+        folder_mode = stat.S_IMODE(out.stat().st_mode)
+        assert folder_mode == 0o777 & ~mask, oct(folder_mode)
 
 
 # ----------------------------------------------------------------------------- faults

@@ -21,7 +21,7 @@ import numpy as np
 
 from madeflow.data.files import DataError, nonfinite_error
 
-__all__ = ["read_csv"]
+__all__ = ["read_csv", "read_csv_header"]
 
 _NUMBER = re.compile(
     r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE
@@ -150,3 +150,36 @@ def read_csv(path: Path) -> np.ndarray:
     if len(bad):
         raise nonfinite_error(path, bad, lines=[body[i][0] for i in bad])
     return out
+
+
+def read_csv_header(path: Path) -> list[str] | None:
+    r"""The column names of a CSV file's header line, ``None`` if it has none.
+
+    The header follows :func:`read_csv`'s rule (a first non-blank line none of whose cells is a
+    number); a comma ending the line is dropped, as :func:`read_csv` drops one ending every line.
+    Parses up to the first non-blank line only.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The stripped names, one per column, or ``None``.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     f = Path(d) / "x.csv"
+        ...     _ = f.write_text("height, weight\n1.5,60\n")
+        ...     read_csv_header(f)
+        ['height', 'weight']
+    """
+    text = _decode(path, path.read_bytes())
+    for row in csv.reader(io.StringIO(text, newline="")):
+        if not any(cell.strip() for cell in row):
+            continue
+        if any(_is_number(c) for c in row) or _separator_hint(row):
+            return None
+        if len(row) > 1 and not row[-1].strip():
+            row = row[:-1]
+        return [cell.strip() for cell in row]
+    return None

@@ -184,7 +184,7 @@ class Trainer:
         return total
 
     def epoch(self, batches: Iterable[Batch], epoch: int) -> float:
-        """Step through the batches of ``epoch`` (counted from 1); returns the mean log-likelihood."""
+        """Steps through the batches of ``epoch`` (from 1); returns the mean log-likelihood."""
         total, count = 0.0, 0
         for step, (x, c, n) in enumerate(batches, start=1):
             total += self.step(x, c, n, f"epoch {epoch}, step {step}")
