@@ -111,7 +111,8 @@ CLI_CASES: dict[str, CliCase] = {
         _resume("--num-transforms", "5"), 2, r"--num-transforms 5 \(recorded: 2\) differ; drop"
     ),
     "resume-batch-norm": CliCase(_resume("--batch-norm"), 2, r"--batch-norm \(recorded: off\)"),
-    "resume-patience": CliCase(_resume("--patience", "3"), 2, r"--patience 3 \(recorded: 30\)"),
+    # Sized to the run of 1 epoch: patience 10.
+    "resume-patience": CliCase(_resume("--patience", "3"), 2, r"--patience 3 \(recorded: 10\)"),
     "resume-lr-and-seed": CliCase(
         _resume("--lr", "0.5", "--seed", "4"), 2, r"--lr 0\.5 \(recorded: 0\.001\), --seed 4"
     ),
