@@ -323,7 +323,8 @@ def upgrade(state: Any) -> Any:
     Returns:
         A shallow copy with the numbers shifted for version 1; ``state`` itself otherwise.
     """
-    if not isinstance(state, dict) or state.get("version") != 1:
+    version = state.get("version") if isinstance(state, dict) else None
+    if not _is_int(version) or version != 1:  # anything else is for check_state to judge
         return state
     history = state.get("history")
     new = {**state, "version": STATE_VERSION}
