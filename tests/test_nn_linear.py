@@ -219,3 +219,17 @@ def test_grouped_product_is_differentiable_to_every_order(small_layers_grouped, 
         return gx.square().sum() + gw.square().sum()
 
     assert torch.autograd.gradgradcheck(gradient_norm, (x, weight, bias))  # third order
+
+
+@pytest.mark.parametrize("use_groups", [True, False])
+def test_masked_entries_get_exactly_zero_gradient_when_the_gradient_overflows(use_groups):
+    """inf * 0 = NaN: masking must select, not multiply, or masked weights get NaN gradients."""
+    made = MADE(8, [600, 600], param_dims=(1, 1), seed=0).float()
+    for layer in made.modules():
+        if isinstance(layer, MaskedLinear):
+            layer.grouped = use_groups
+    out = made(torch.full((2, 8), 1e30, dtype=torch.float32))
+    (out[0].sum() * 1e30).backward()
+    for layer in made.modules():
+        if isinstance(layer, MaskedLinear):
+            assert torch.equal(layer.weight.grad[~layer.mask], torch.zeros(int((~layer.mask).sum())))
