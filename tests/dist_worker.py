@@ -1,4 +1,4 @@
-"""Programs that ``tests/test_distributed.py`` runs under ``torchrun`` (not a test module).
+"""Programs that ``tests/test_train_distributed.py`` runs under ``torchrun`` (not a test module).
 
 ``python dist_worker.py train DATA.npy OUT``
     Trains three tiny models with :func:`madeflow.fit` and saves, per rank, what the tests

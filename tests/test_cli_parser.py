@@ -20,7 +20,7 @@ def _subcommands() -> dict[str, argparse.ArgumentParser]:
 
 def test_every_flag_has_help_and_its_default():
     commands = _subcommands()
-    assert sorted(commands) == ["evaluate", "fit", "plot", "sample"]
+    assert sorted(commands) == ["evaluate", "fit", "impute", "plot", "sample"]
     for name, parser in commands.items():
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):

@@ -1,4 +1,4 @@
-"""The ``madeflow`` command line: fit, evaluate, sample and plot density estimators.
+"""The ``madeflow`` command line: fit, evaluate, sample from, impute with and plot density models.
 
 Exit codes: ``0`` success, ``1`` unexpected error or a missing ``cli`` extra, ``2`` usage error
 (bad arguments or flag values, an existing non-empty ``--out`` without ``--resume``, a setting
@@ -11,11 +11,12 @@ process of a distributed run failed or did not answer, ``130`` interrupted. Erro
 on stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
 ``MADEFLOW_TRACEBACK=1`` to see the traceback.
 
-Nothing is overwritten without ``--force``: ``sample -o``/``evaluate -o`` refuse an existing
-file. A run folder records fingerprints of its data file and ``model.pt``: a ``model.pt`` that
-is not the one the run saved is refused by ``evaluate``, ``sample``, ``plot`` and ``fit
---resume``; a data file changed since ``fit`` is refused by ``evaluate`` (own split) and ``fit
---resume``, and only noted by ``plot``. ``--force`` goes on anyway, with a warning line.
+Nothing is overwritten without ``--force``: ``sample -o``/``evaluate -o``/``impute -o`` refuse
+an existing file. A run folder records fingerprints of its data file and ``model.pt``: a
+``model.pt`` that is not the one the run saved is refused by ``evaluate``, ``sample``,
+``impute``, ``plot`` and ``fit --resume``; a data file changed since ``fit`` is refused by
+``evaluate`` (own split) and ``fit --resume``, and only noted by ``plot``. ``--force`` goes on
+anyway, with a warning line.
 
 ``madeflow fit`` with no arguments trains a 5-layer MAF with a mixture-of-Gaussians base on the
 bundled logit digits (fresh dequantization noise each batch), early-stopped on validation; see
@@ -31,7 +32,8 @@ The package, on top of the library (which never imports it): :mod:`~madeflow.cli
 :mod:`~madeflow.cli.errors` (exit codes), :mod:`~madeflow.cli.settings` (defaults, new run
 config), :mod:`~madeflow.cli.data` (the data sources by name), :mod:`~madeflow.cli.fit` and
 :mod:`~madeflow.cli.resume` (``madeflow fit``), :mod:`~madeflow.cli.commands` (evaluate, sample,
-plot) and :mod:`~madeflow.cli.plots` (pictures).
+plot), :mod:`~madeflow.cli.impute` (``madeflow impute``) and :mod:`~madeflow.cli.plots`
+(pictures).
 """
 
 from __future__ import annotations
@@ -47,13 +49,20 @@ import torch
 from madeflow.cli.commands import cmd_evaluate, cmd_plot, cmd_sample
 from madeflow.cli.errors import EXIT_CODES, UsageError, error_kind
 from madeflow.cli.fit import cmd_fit
+from madeflow.cli.impute import cmd_impute
 from madeflow.cli.parser import build_parser
 from madeflow.runs.folder import RunWarning
 from madeflow.train import distributed
 
 __all__ = ["CLI_EXTRA", "EXIT_CODES", "UsageError", "main", "missing_extra"]
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample, "plot": cmd_plot}
+COMMANDS = {
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "impute": cmd_impute,
+    "plot": cmd_plot,
+}
 
 CLI_EXTRA = {"matplotlib": "matplotlib", "sklearn": "scikit-learn", "tqdm": "tqdm"}
 """Modules of the ``cli`` extra -> the packages that provide them."""

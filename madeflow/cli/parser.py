@@ -65,7 +65,7 @@ def _number(positive: bool) -> Callable[[str], float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``madeflow fit|evaluate|sample|plot``."""
+    """The parser of ``madeflow fit|evaluate|sample|impute|plot``."""
     p = _Parser(
         prog="madeflow",
         description="Fit, evaluate and sample MADE/MAF density estimators.",
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     _fit_run_flags(f)
     _evaluate_flags(sub.add_parser("evaluate", help="per-example log-likelihoods of a trained run"))
     _sample_flags(sub.add_parser("sample", help="draw samples in the original data space"))
+    _impute_flags(
+        sub.add_parser(
+            "impute",
+            help="fill the missing values (NaN, empty CSV cells) of a data file with exact "
+            "conditional draws of a MADE run",
+        )
+    )
     _plot_flags(sub.add_parser("plot", help="redraw samples.png (and training.png) of a run"))
     return p
 
@@ -295,6 +302,35 @@ def _sample_flags(s: argparse.ArgumentParser) -> None:
     )
     _device_flag(s)
     s.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite --output; use a changed model.pt (default: off, refuse)",
+    )
+
+
+def _impute_flags(i: argparse.ArgumentParser) -> None:
+    i.add_argument("run", help="a run of made-bernoulli, made-gaussian or made-mog")
+    i.add_argument(
+        "data",
+        help=".npy/.npz/.csv/.pt file with NaN (in CSV: nan or an empty cell) where a value is "
+        "missing",
+    )
+    i.add_argument("-o", "--output", required=True, help=".npy or .csv file (a CSV header is kept)")
+    i.add_argument(
+        "--draws",
+        type=_integer(1, 10_000),
+        default=1,
+        help="draws per row: 1 writes one exact conditional draw, more write their mean (a "
+        "point estimate; for binary data, the probability of a 1) (default: %(default)s)",
+    )
+    i.add_argument(
+        "--seed",
+        type=_integer(0, _MAX_SEED),
+        default=0,
+        help="seed of the draws; same seed, same output (default: %(default)s)",
+    )
+    _device_flag(i)
+    i.add_argument(
         "--force",
         action="store_true",
         help="overwrite --output; use a changed model.pt (default: off, refuse)",

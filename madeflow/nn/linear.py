@@ -70,8 +70,12 @@ class MaskedLinear(nn.Linear):
         self._plan = None
 
     def masked_weight(self) -> torch.Tensor:
-        """The weight with masked entries zeroed, ``(out_features, in_features)``."""
-        return self.weight * self.mask
+        """The weight with masked entries zeroed, ``(out_features, in_features)``.
+
+        A select rather than a product with the mask: the gradient at masked entries is exactly
+        zero (a product would give ``inf * 0 = NaN`` where the incoming gradient overflows).
+        """
+        return torch.where(self.mask, self.weight, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the masked map.
