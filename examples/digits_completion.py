@@ -167,7 +167,7 @@ def main() -> None:
     n = len(test)
     print(
         f"MADE MoG 1x{hidden}, K=10 components, {args.masks} mask(s), top half first; "
-        f"best epoch {history.best_epoch + 1} of {history.epochs} ({seconds:.0f} s). "
+        f"best epoch {history.best_epoch} of {history.epochs} ({seconds:.0f} s). "
         f"Gaussian ridge {ridge:g} (picked on validation)."
     )
     print(f"Held-out log p(bottom | top) on {n} test digits, nats per image over the 32 missing")

@@ -119,7 +119,7 @@ def main() -> None:
             r["single"].append(mean_single_mask(model, split.test))
             r["cond"].append(conditional(model, split.test))
             print(
-                f"seed {seed}, {kind}: best epoch {history.best_epoch + 1}, test LL "
+                f"seed {seed}, {kind}: best epoch {history.best_epoch}, test LL "
                 f"{r['ens'][-1]:.2f} ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )

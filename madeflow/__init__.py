@@ -59,6 +59,7 @@ from madeflow.transforms import (
 )
 
 __version__ = "0.1.0"
+"""The version of madeflow (read by the packaging and printed by ``madeflow --version``)."""
 
 __all__ = [
     "IAF",

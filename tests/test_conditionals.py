@@ -19,6 +19,17 @@ import torch
 from madeflow import impute
 from madeflow.distributions import BernoulliMADE, GaussianMADE, GaussianMixtureMADE
 
+
+@pytest.fixture(autouse=True)
+def default_dtype():
+    """float64 whatever ``--dtype``: these are exact checks against integration and enumeration,
+    with statistical bounds sized for float64 models (float32 is tested explicitly below)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield torch.float64
+    torch.set_default_dtype(old)
+
+
 NAN = float("nan")
 
 

@@ -195,7 +195,7 @@ def test_fit_stops_with_a_message_instead_of_writing_nan():
     with torch.no_grad():
         model.made.output_layer.bias.fill_(float("nan"))
     with pytest.raises(
-        mf.NonFiniteLossError, match=r"diverged at epoch 0, step 0: the model's values became NaN"
+        mf.NonFiniteLossError, match=r"diverged at epoch 1, step 1: the model's values became NaN"
     ):
         mf.fit(model, torch.randn(20, 2), max_epochs=1, progress=False)
 

@@ -8,6 +8,7 @@ nothing is overwritten without ``--force``.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import os
 import sys
@@ -58,12 +59,19 @@ def check_output(name: str, force: bool) -> Path:
     return path
 
 
-def write_array(path: Path, arr: np.ndarray) -> None:
-    """Write ``.npy`` or ``.csv`` atomically, to exactly ``path`` (``np.save`` adds ``.npy``)."""
+def write_array(path: Path, arr: np.ndarray, columns: list[str] | None = None) -> None:
+    """Write ``.npy`` or ``.csv`` atomically, to exactly ``path`` (``np.save`` adds ``.npy``).
+
+    A CSV gets ``columns`` as its header line (quoted where a name needs it), if given.
+    """
     buffer = io.BytesIO()
     if path.suffix.lower() == ".npy":
         np.save(buffer, arr)
     else:
+        if columns:
+            line = io.StringIO()
+            csv.writer(line, lineterminator="\n").writerow(columns)
+            buffer.write(line.getvalue().encode())
         np.savetxt(buffer, arr.reshape(arr.shape[0], -1), delimiter=",", fmt="%.9g")
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -130,7 +138,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             for start in range(0, args.num_samples, SAMPLE_CHUNK):
                 n = min(SAMPLE_CHUNK, args.num_samples - start)
                 parts.append(space.to_data(model.sample((n,))).detach().cpu().double())
-    write_array(out, torch.cat(parts).numpy())
+    columns = config["data"].get("columns")  # a CSV's header, recorded by fit
+    write_array(out, torch.cat(parts).numpy(), columns if len(columns or ()) == d else None)
     print(f"wrote {args.num_samples} samples to {out}")
     return 0
 
