@@ -285,10 +285,11 @@ class MADE(nn.Module):
             ``(*batch, D)`` each when all are 1 and ``(*batch, p, D)`` otherwise.
         """
         self.check_inputs(x, context)
-        h = self.layers[0](x)
+        first, *rest = self.layers  # not layers[1:]: slicing builds a new ModuleList each call
+        h = first(x)
         if self.context_layer is not None:
             h = h + self.context_layer(context.to(h.dtype))
-        for layer in self.layers[1:]:
+        for layer in rest:
             a = layer(self.activation(h))
             h = h + a if self.residual else a
         out = self.output_layer(self.activation(h))
