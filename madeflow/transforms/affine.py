@@ -54,7 +54,10 @@ def clamp_log_scale(
     """
     if min_clip is None and max_clip is None:
         return log_scale
-    return log_scale + (log_scale.clamp(min_clip, max_clip) - log_scale).detach()
+    clamped = log_scale.clamp(min_clip, max_clip)
+    if not torch.is_grad_enabled():  # no gradient to pass: the value is all there is
+        return clamped
+    return log_scale + (clamped - log_scale).detach()
 
 
 def _solve(
@@ -166,8 +169,16 @@ class AffineAutoregressive(TransientCache, TransformModule):
         return shift + scale * u
 
     def _inverse_step(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        shift, scale, log_scale = self._gate(params)
-        return _invert(x, shift, scale, log_scale, self.stable)
+        return self._unaffine(params, x)[0]
+
+    def _unaffine(self, params: Params, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(u, log_scale)`` with ``u = (x - shift) / scale``; the plain update needs no scale."""
+        if self.stable:
+            shift, scale, log_scale = self._gate(params)
+            return (x - shift) / scale, log_scale
+        m, s = params
+        log_scale = clamp_log_scale(s, self.log_scale_min_clip, self.log_scale_max_clip)
+        return (x - m) * torch.exp(-log_scale), log_scale
 
     # -------------------------------------------------------------------- directions
     def _call(self, u: torch.Tensor) -> torch.Tensor:
@@ -196,8 +207,8 @@ class AffineAutoregressive(TransientCache, TransformModule):
         One pass (MAF); for IAF one checked pass on its own last sample, else a sequential solve.
         """
         if self.reads_output:
-            shift, scale, log_scale = self._affine(x)
-            u = _invert(x, shift, scale, log_scale, self.stable)
+            net = self.nn(x) if self.context is None else self.nn(x, self.context)
+            u, log_scale = self._unaffine(net, x)
             self._cached = (u, x, log_scale)
             return u
         u = self._recall(x, lambda u: self._check_sample(u, x))
@@ -239,13 +250,6 @@ class AffineAutoregressive(TransientCache, TransformModule):
         if cached is not None and cached[0] is x and cached[1] is y:
             return cached[2].sum(-1)
         return self._affine(y if self.reads_output else x)[2].sum(-1)
-
-
-def _invert(
-    x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, log_scale: torch.Tensor, gated: bool
-) -> torch.Tensor:
-    """``u = (x - shift) / scale`` (a product with ``exp(-log_scale)`` for the plain update)."""
-    return (x - shift) / scale if gated else (x - shift) * torch.exp(-log_scale)
 
 
 class MAFTransform(AffineAutoregressive):
