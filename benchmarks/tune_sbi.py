@@ -33,6 +33,11 @@ CONFIGS = {
     "h100x2_t5_relu": dict(hidden_features=100, num_transforms=5, activation="relu"),
     "mog_h50x2_t5_tanh": dict(model="maf_mog", hidden_features=50, num_transforms=5),
     "h50x2_t5_tanh_bn": dict(hidden_features=50, num_transforms=5, use_batch_norm=True),
+    "h50x2_t5_tanh_randperm": dict(hidden_features=50, num_transforms=5, permutation="random"),
+    "mog_h100x2_t5_tanh": dict(model="maf_mog", hidden_features=100, num_transforms=5),
+    "mog_h50x2_t3_tanh": dict(model="maf_mog", hidden_features=50, num_transforms=3),
+    "mog_h50x2_t5_relu": dict(model="maf_mog", hidden_features=50, activation="relu"),
+    "made_mog_h50x2_tanh": dict(model="made_mog", hidden_features=50),
 }
 
 
