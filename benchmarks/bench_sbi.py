@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import pickle
 import statistics
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -62,10 +64,11 @@ def main() -> None:
     parser.add_argument("--cache", default=str(RESULTS / "bench_sbi_cache"))
     parser.add_argument("--report", action="store_true", help="print the tables and exit")
     args = parser.parse_args()
-    out, cache = Path(args.out), Path(args.cache)
+    out, cache = Path(args.out).resolve(), Path(args.cache).resolve()
     if args.report:
         report(_read(out))
         return
+    os.chdir(tempfile.mkdtemp(prefix="bench_sbi_"))  # sbi writes TensorBoard logs to ./sbi-logs
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     cache.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -57,7 +59,8 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
-    out = Path(args.out)
+    out = Path(args.out).resolve()
+    os.chdir(tempfile.mkdtemp(prefix="tune_sbi_"))  # sbi writes TensorBoard logs to ./sbi-logs
     done = {_key(r) for r in _read(out)}
     for task_name in args.tasks.split(","):
         for budget in map(int, args.budgets.split(",")):

@@ -16,10 +16,11 @@ from torch import nn
 
 pytest.importorskip("sbi")
 
-import madeflow  # noqa: E402
-import madeflow.sbi as msbi  # noqa: E402
 from sbi.inference import NLE, NPE  # noqa: E402
 from sbi.utils import BoxUniform  # noqa: E402
+
+import madeflow  # noqa: E402
+import madeflow.sbi as msbi  # noqa: E402
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -33,7 +34,14 @@ BUILDERS = {
     "maf_mog": msbi.build_maf_mog,
     "made_mog": msbi.build_made_mog,
 }
+DOC = Path(__file__).parent.parent / "docs" / "sbi.md"
 SMALL = dict(hidden_features=16, num_transforms=2, num_components=3)
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    """sbi's trainers write TensorBoard logs to ./sbi-logs: keep them out of the checkout."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +64,7 @@ def data(n: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
     return theta, simulate(theta)
 
 
-def build(name: str, theta: torch.Tensor, x: torch.Tensor, **options) -> msbi.MadeflowDensityEstimator:
+def build(name: str, theta: torch.Tensor, x: torch.Tensor, **options):
     return BUILDERS[name](theta, x, **{**SMALL, **options})
 
 
@@ -153,9 +161,7 @@ def test_z_scoring_keeps_the_density_normalized(z_score):
 def test_transform_to_unconstrained_keeps_the_density_normalized_on_the_box():
     prior = BoxUniform(-torch.ones(2), torch.ones(2))
     theta, x = data()
-    est = msbi.build_maf(
-        theta, x, z_score_x="transform_to_unconstrained", x_dist=prior, **SMALL
-    )
+    est = msbi.build_maf(theta, x, z_score_x="transform_to_unconstrained", x_dist=prior, **SMALL)
     samples = est.sample((500,), x[:1])
     assert bool(((samples > -1) & (samples < 1)).all())
     axes = [torch.linspace(-1 + 1e-4, 1 - 1e-4, 400)] * 2
@@ -413,7 +419,7 @@ def test_defaults_are_the_documented_ones():
     assert len(mades) == msbi.DEFAULTS["num_transforms"]
     width, blocks = msbi.DEFAULTS["hidden_features"], msbi.DEFAULTS["num_blocks"]
     assert mades[0].hidden_dims == (width,) * blocks
-    doc = (Path(__file__).parent.parent / "docs" / "sbi.md").read_text()
+    doc = DOC.read_text()
     for key, value in msbi.DEFAULTS.items():
         shown = re.escape(value if isinstance(value, str) else repr(value))
         assert re.search(rf"\| `{key}` \| `{shown}` \|", doc), key
@@ -435,7 +441,7 @@ def test_missing_sbi_names_the_extra():
 
 
 def test_docs_usage_runs_as_written():
-    doc = (Path(__file__).parent.parent / "docs" / "sbi.md").read_text()
+    doc = DOC.read_text()
     blocks = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
     assert blocks
     namespace: dict = {}
