@@ -46,10 +46,10 @@ def worker(args: argparse.Namespace) -> None:
         progress=False,
         callback=lambda event: ends.append(time.perf_counter()),
     )
-    if madeflow.distributed.rank() == 0:
+    if madeflow.train.distributed.rank() == 0:
         seconds = ends[-1] - ends[0]
         result = {
-            "procs": madeflow.distributed.world_size(),
+            "procs": madeflow.train.distributed.world_size(),
             "samples_per_s": args.rows * (len(ends) - 1) / seconds,
             "seconds_per_epoch": seconds / (len(ends) - 1),
         }

@@ -1,7 +1,7 @@
 """One masked layer: the grouped product against the dense (masked) product.
 
 Times ``F.linear(x, W * mask, b)`` (what every peer runs), ``F.linear(x, W, b)`` (a dense layer,
-the floor for any unstructured product) and :func:`madeflow.grouped.grouped_masked_linear` on a
+the floor for any unstructured product) and :func:`madeflow.nn.grouped.grouped_masked_linear` on a
 MADE hidden-to-hidden mask with degree-sorted units, forward alone and forward + backward, for
 several numbers of row groups. The ideal with ``G`` groups is ``(G + 1) / (2 G)`` of the dense
 cost (0.5625 for 8), what the block lower-triangular structure leaves to compute.
@@ -19,8 +19,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from madeflow.grouped import group_plan, grouped_masked_linear
-from madeflow.masks import mask_from_degrees
+from madeflow.nn.grouped import group_plan, grouped_masked_linear
+from madeflow.nn.masks import mask_from_degrees
 
 
 def _median_ms(fn: Callable[[], object], reps: int) -> float:

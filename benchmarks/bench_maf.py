@@ -75,7 +75,7 @@ def build_madeflow(d: int, h: int, device: torch.device, grouped: bool = True):
     import pyro.distributions as dist
 
     from madeflow import MADE
-    from madeflow.transforms.maf import MAFTransform
+    from madeflow.transforms.affine import MAFTransform
 
     transforms = []
     for order in _orders(d):

@@ -27,8 +27,7 @@ import torch  # noqa: E402
 from torch.nn.functional import one_hot  # noqa: E402
 
 from madeflow import MAF, evaluate_log_prob, fit  # noqa: E402
-from madeflow.cli_data import DataSpace  # noqa: E402
-from madeflow.data import load_digits, logit_log_jacobian  # noqa: E402
+from madeflow.data import Dequantize, load_digits, logit_log_jacobian  # noqa: E402
 
 ALPHA = 0.05  # load_digits' default logit margin
 NUM_CLASSES = 10
@@ -90,7 +89,7 @@ def main() -> None:
         clip_grad_norm=10.0,
         seed=args.seed,
         progress=False,
-        augment=DataSpace("digits", None, ALPHA).augmenter(),  # fresh dequantization noise
+        augment=Dequantize(ALPHA),  # fresh dequantization noise
     )
     seconds = time.perf_counter() - t0
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from madeflow.data import load_digits, logit_log_jacobian
-from madeflow.density import BernoulliMADE, GaussianMADE, GaussianMixtureMADE, MADEDensity
+from madeflow.distributions import BernoulliMADE, GaussianMADE, GaussianMixtureMADE, MADEDensity
 
 
 @dataclass

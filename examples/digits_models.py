@@ -26,8 +26,7 @@ import torch
 from torch import nn
 
 from madeflow import MAF, GaussianMADE, GaussianMixtureMADE, evaluate_log_prob, fit
-from madeflow.cli_data import DataSpace
-from madeflow.data import load_digits, logit_log_jacobian
+from madeflow.data import Dequantize, load_digits, logit_log_jacobian
 
 ALPHA = 0.05  # load_digits' default logit margin
 
@@ -66,7 +65,7 @@ def main() -> None:
     epochs = args.epochs or (2 if args.quick else 200)
 
     data = load_digits("logit", seed=args.seed, alpha=ALPHA)
-    redraw = DataSpace("digits", None, ALPHA).augmenter()  # fresh dequantization per batch
+    redraw = Dequantize(ALPHA)  # fresh dequantization per batch
     test_jac = logit_log_jacobian(data.test, alpha=ALPHA)
     rows = []
     for name, build in model_builders(hidden, layers).items():

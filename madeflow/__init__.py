@@ -10,29 +10,38 @@ The public API, flat:
   :class:`BatchNormTransform`, :class:`PermuteTransform`, factories;
 * flows and guides: :class:`MAF`, :class:`IAF`, :class:`AutoIAF`;
 * the sequential solver: :func:`autoregressive_solve`;
-* training and runs: :func:`fit`, :func:`load_run`, :func:`build_model`; data-parallel
-  training under ``torchrun`` in :mod:`madeflow.distributed`.
+* training and runs: :func:`fit` (:mod:`madeflow.train`), :func:`load_run`
+  (:mod:`madeflow.runs`), :func:`build_model`; data-parallel training under ``torchrun`` in
+  :mod:`madeflow.train.distributed`;
+* data and its preprocessing (logit and standardising maps, dequantization): :mod:`madeflow.data`.
+
+The command line (:mod:`madeflow.cli`) is built on these; ``import madeflow`` does not load it.
 """
 
 from madeflow.autoguide import AutoIAF
-from madeflow.checkpoint import CheckpointError
-from madeflow.checks import AutoregressiveError, check_autoregressive
-from madeflow.density import (
+from madeflow.distributions import (
     BernoulliMADE,
     GaussianMADE,
     GaussianMixtureMADE,
     MADEDensity,
     MADEDistribution,
 )
-from madeflow.evaluation import NumericalError
 from madeflow.flows import IAF, MAF
-from madeflow.inversion import autoregressive_solve, naive_autoregressive_solve
-from madeflow.layers import MaskedLinear
-from madeflow.made import MADE
 from madeflow.models import build_model
-from madeflow.pyro_nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
-from madeflow.runs import load_run
-from madeflow.training import EpochEnd, History, NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.nn.checks import AutoregressiveError, check_autoregressive
+from madeflow.nn.linear import MaskedLinear
+from madeflow.nn.made import MADE
+from madeflow.nn.pyro import AutoRegressiveNN, ConditionalAutoRegressiveNN
+from madeflow.runs import CheckpointError, load_run
+from madeflow.solve import autoregressive_solve, naive_autoregressive_solve
+from madeflow.train import (
+    EpochEnd,
+    History,
+    NonFiniteLossError,
+    NumericalError,
+    evaluate_log_prob,
+    fit,
+)
 from madeflow.transforms import (
     BatchNormTransform,
     ConditionalIAFTransform,

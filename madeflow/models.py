@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "DEFAULTS",
     "MAX_LAYERS",
     "MAX_MASKS",
     "MAX_PARAMETERS",
@@ -45,19 +46,19 @@ _MAX_SEED = 2**63 - 1
 
 
 def _made_bernoulli(input_dim: int, o: dict[str, Any]) -> nn.Module:
-    from madeflow.density import BernoulliMADE
+    from madeflow.distributions import BernoulliMADE
 
     return BernoulliMADE(input_dim, o["hidden_dims"], **_made_kwargs(o))
 
 
 def _made_gaussian(input_dim: int, o: dict[str, Any]) -> nn.Module:
-    from madeflow.density import GaussianMADE
+    from madeflow.distributions import GaussianMADE
 
     return GaussianMADE(input_dim, o["hidden_dims"], **_made_kwargs(o))
 
 
 def _made_mog(input_dim: int, o: dict[str, Any]) -> nn.Module:
-    from madeflow.density import GaussianMixtureMADE
+    from madeflow.distributions import GaussianMixtureMADE
 
     return GaussianMixtureMADE(
         input_dim, o["hidden_dims"], num_components=o["num_components"], **_made_kwargs(o)
@@ -100,7 +101,7 @@ MODELS: dict[str, Callable[[int, dict[str, Any]], nn.Module]] = {
 """Model name -> builder ``(input_dim, options) -> nn.Module``."""
 
 DEFAULTS: dict[str, Any] = {
-    "hidden_dims": [512, 512],
+    "hidden_dims": [256, 256],
     "num_transforms": 5,
     "num_components": 10,
     "num_masks": 1,
@@ -108,7 +109,11 @@ DEFAULTS: dict[str, Any] = {
     "batch_norm": False,
     "seed": 0,
 }
-"""Options every model accepts (some are ignored by some models)."""
+"""Options every model accepts (some are ignored by some models), and their defaults.
+
+The one table of model defaults: :func:`build_model` and ``madeflow fit`` both fill what is not
+given from it.
+"""
 
 
 def model_config(name: str, input_dim: int, **options: Any) -> dict[str, Any]:

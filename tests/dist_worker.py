@@ -27,10 +27,10 @@ import numpy as np
 import torch
 
 import madeflow
-from madeflow import distributed
 from madeflow.data import MemmapRows
-from madeflow.density import GaussianMADE
-from madeflow.layers import MaskedLinear
+from madeflow.distributions import GaussianMADE
+from madeflow.nn.linear import MaskedLinear
+from madeflow.train import distributed
 
 SEED = 7
 
@@ -125,9 +125,9 @@ def train(data_path: str, out: str) -> None:
 
 def fit_then_die(epoch: int, argv: list[str]) -> int:
     import madeflow.cli
-    import madeflow.cli_fit
+    import madeflow.cli.fit
 
-    real_fit = madeflow.cli_fit.fit
+    real_fit = madeflow.cli.fit.fit
 
     def fit(*args, callback=None, **kwargs):
         def dying(event):
@@ -138,7 +138,7 @@ def fit_then_die(epoch: int, argv: list[str]) -> int:
 
         return real_fit(*args, callback=dying, **kwargs)
 
-    madeflow.cli_fit.fit = fit
+    madeflow.cli.fit.fit = fit
     if distributed.rank() == 0:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     return madeflow.cli.main(argv)

@@ -16,7 +16,7 @@ from pyro.distributions.transforms import AffineAutoregressive
 from pyro.nn import AutoRegressiveNN
 
 from madeflow.flows import IAF, MAF
-from madeflow.made import MADE
+from madeflow.nn.made import MADE
 from madeflow.transforms import (
     BatchNormTransform,
     ConditionalIAFTransform,

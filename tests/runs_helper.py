@@ -28,7 +28,7 @@ TINY = ["--hidden", "8", "--num-transforms", "2", "--num-components", "2", "--qu
 def fit_tiny(out: Path, data: str, *extra: str) -> None:
     """Train a 1-epoch MAF on ``data`` into ``out`` (pictures skipped)."""
     argv = ["fit", data, "--model", "maf", *TINY, "--epochs", "1", "--out", str(out), *extra]
-    with mock.patch("madeflow.cli_plots.plot_run", lambda *a, **k: []):
+    with mock.patch("madeflow.cli.plots.plot_run", lambda *a, **k: []):
         code = cli.main(argv)
     assert code == 0, argv
 

@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from madeflow.density import BernoulliMADE
+from madeflow.distributions import BernoulliMADE
 
 
 def all_binary(d: int, device="cpu") -> torch.Tensor:

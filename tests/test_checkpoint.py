@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from madeflow import checkpoint
-from madeflow.checkpoint import (
+from madeflow.runs import safe_io as checkpoint
+from madeflow.runs.safe_io import (
     FORMAT_VERSION,
     CheckpointError,
     RunLock,

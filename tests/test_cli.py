@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from madeflow import cli, cli_fit
-from madeflow.checkpoint import load_tensors
-from madeflow.training import NonFiniteLossError
+from madeflow import cli, load_run
+from madeflow.cli import fit as cli_fit
+from madeflow.cli.data import prepare
+from madeflow.runs.safe_io import load_tensors
+from madeflow.train.loop import NonFiniteLossError
 
 TINY = ["--hidden", "8", "--num-transforms", "2", "--num-components", "2", "--quiet"]
 
@@ -78,8 +80,8 @@ def test_evaluate_matches_model_and_writes_rows(moons_run, tmp_path, capsys):
     metrics = json.loads((moons_run / "metrics.json").read_text())
     assert ll.mean() == pytest.approx(metrics["test_log_lik_data_space"], abs=1e-4)
     # Scoring a file of raw points gives the same numbers as the run's own test split.
-    config, model, space = cli.load_run(moons_run)
-    test = cli.prepare(config["data"]).test
+    config, model, space = load_run(moons_run)
+    test = prepare(config["data"]).test
     np.savetxt(tmp_path / "pts.csv", space.to_data(test).numpy(), delimiter=",")
     assert (
         cli.main(["evaluate", str(moons_run), str(tmp_path / "pts.csv"), "-o", str(out_csv)]) == 0
@@ -93,7 +95,7 @@ def test_sample_and_plot(moons_run, tmp_path, capsys):
     samples = np.loadtxt(out, delimiter=",")
     assert samples.shape == (300, 2)
     # Original units, not standardised: the spread matches the data's, not 1.
-    config, _, space = cli.load_run(moons_run)
+    config, _, space = load_run(moons_run)
     assert np.allclose(samples.std(0), space.standardizer.std.numpy(), rtol=0.5)
     (moons_run / "samples.png").unlink()
     assert cli.main(["plot", str(moons_run)]) == 0
@@ -215,20 +217,6 @@ def test_bernoulli_on_binary_file(tmp_path, capsys):
     assert cli.main(["fit", str(tmp_path / "bits.npy"), *args, "--out", str(tmp_path / "a")]) == 0
     assert cli.main(["fit", str(tmp_path / "real.npy"), *args, "--out", str(tmp_path / "b")]) == 3
     assert "binary data" in capsys.readouterr().err
-
-
-def test_digit_dequantization_keeps_pixel_levels():
-    from madeflow.cli_data import DataSpace
-    from madeflow.data.digits import load_digits
-
-    space = DataSpace("digits", None, 0.05)
-    y = load_digits(dtype=torch.float64).train[:20]
-    gen = torch.Generator().manual_seed(0)
-    y2 = space.augmenter()(y, gen)
-    x, x2 = space.to_data(y), space.to_data(y2)
-    assert torch.equal(torch.floor(x * 17), torch.floor(x2 * 17))
-    assert (x - x2).abs().max() > 0.01  # fresh noise
-    assert DataSpace("toy", None, 0.05).augmenter() is None
 
 
 def test_interrupt_exits_130_with_resume_hint(tmp_path, capsys, monkeypatch):

@@ -28,7 +28,8 @@ from runs_helper import (
     write_data,
 )
 
-from madeflow import checkpoint, cli, load_run
+from madeflow import cli, load_run
+from madeflow.runs import safe_io as checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -355,7 +356,7 @@ def test_disk_full_is_one_line_exit_4_and_resume_finishes(
     name, after, left, tmp_path, monkeypatch, capsys
 ):
     """Was: "madeflow: error: OSError: [Errno 28] No space left on device" (exit 1)."""
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     out = tmp_path / "run"
     seen = _fail_writes(monkeypatch, name, errno.ENOSPC, after)
     code = cli.main([*FIT, "--epochs", "3", "--save-every", "0", "--out", str(out)])
@@ -368,7 +369,7 @@ def test_disk_full_is_one_line_exit_4_and_resume_finishes(
     if left:
         assert "continue with madeflow fit --resume --out" in err[0]
         monkeypatch.undo()  # space freed
-        monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+        monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
         assert cli.main(["fit", "--resume", "--out", str(out), "--quiet"]) == 0
         load_run(out)
 
@@ -431,7 +432,7 @@ def test_read_only_run_folder_resume_exits_4(env, monkeypatch, capsys):
 def test_read_only_folder_mid_run_the_real_error_wins(tmp_path, monkeypatch, capsys):
     """Writes fail after the lock is taken, and so does every cleanup (was: exit 1 with the
     cleanup's PermissionError instead of the write's)."""
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     out = tmp_path / "run"
     real_acquire = checkpoint.RunLock.acquire
 

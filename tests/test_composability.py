@@ -15,7 +15,7 @@ from torch.autograd import forward_ad
 
 import madeflow
 from madeflow import MADE
-from madeflow.density import GaussianMADE, GaussianMixtureMADE
+from madeflow.distributions import GaussianMADE, GaussianMixtureMADE
 from madeflow.flows import IAF, MAF
 
 WIDE = 512  # grouped products run from 512 x 512 weights up

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from madeflow import cli, load_run
-from madeflow.cli_data import data_config, prepare
+from madeflow.cli.data import data_config, prepare
 from madeflow.data import (
     DataError,
     MemmapRows,
@@ -15,8 +15,8 @@ from madeflow.data import (
     split,
     split_indices,
 )
-from madeflow.density import GaussianMADE
-from madeflow.training import fit
+from madeflow.distributions import GaussianMADE
+from madeflow.train.loop import fit
 
 TINY = ["--hidden", "8", "--num-transforms", "2", "--quiet"]
 
@@ -134,7 +134,7 @@ def test_prepare_with_mmap_splits_the_rows_of_the_in_memory_path(npy):
 
 
 def test_cli_fit_with_mmap_trains_evaluates_and_resumes(npy, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     args = ["fit", str(npy), "--model", "maf", *TINY, "--max-epochs", "3"]
     assert cli.main([*args, "--mmap", "--out", str(tmp_path / "mapped")]) == 0
     assert cli.main([*args, "--out", str(tmp_path / "loaded")]) == 0

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from madeflow.data.rows import RowSource, RowSubset, num_columns, subset, take, to_device
-from madeflow.density import GaussianMADE
-from madeflow.training import evaluate_log_prob, fit
+from madeflow.distributions import GaussianMADE
+from madeflow.train.loop import evaluate_log_prob, fit
 
 
 class ListRows:

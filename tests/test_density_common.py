@@ -11,8 +11,8 @@ import torch
 from pyro import poutine
 
 from madeflow import check_autoregressive
-from madeflow.density import BernoulliMADE, GaussianMADE, GaussianMixtureMADE, MADEDensity
-from madeflow.inversion import naive_autoregressive_solve
+from madeflow.distributions import BernoulliMADE, GaussianMADE, GaussianMixtureMADE, MADEDensity
+from madeflow.solve import naive_autoregressive_solve
 
 # name -> constructor(input_dim, hidden_dims, context_dim, **made_kwargs)
 ESTIMATORS = {
@@ -195,7 +195,7 @@ def test_bad_inputs_raise_clearly(name, device):
         x = data(name, (4, 3), device)
         x[1, 2] = bad
         x[3, 0] = bad
-        with pytest.raises(ValueError, match=r"NaN or Inf in 2 row\(s\).*\(1,\), \(3,\)"):
+        with pytest.raises(ValueError, match=r"NaN or Inf in 2 row\(s\) \(batch indices 1, 3\)"):
             est.log_prob(x)
     with pytest.raises(ValueError, match="context_dim=0"):
         est.log_prob(data(name, (4, 3), device), torch.randn(4, 2, device=device))

@@ -23,9 +23,10 @@ import torch
 import torch.distributed as dist
 
 import madeflow
-from madeflow import cli, distributed, load_run
+from madeflow import cli, load_run
 from madeflow.data import MemmapRows
 from madeflow.data.toy import toy_data
+from madeflow.train import distributed
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -195,7 +196,7 @@ def test_torchrun_command_line_trains_and_only_rank_0_writes(reference_run, tmp_
         assert (out / name).is_file(), name
     assert not (out / ".lock").exists()
     # The same command in one process gives the same model up to float32 summation order.
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     assert cli.main([*FIT, "--out", str(tmp_path / "one")]) == 0
     one, two = _weights(tmp_path / "one"), _weights(out)
     for k in one:
@@ -224,7 +225,7 @@ def test_a_killed_rank_fails_the_job_clearly_and_resume_finishes(
     _assert_equal_states(_weights(out), _weights(ref))
 
     # Resumed in one process: finishes from the same checkpoint, equal up to summation order.
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     assert cli.main(["fit", "--resume", "--out", str(single)]) == 0
     assert "resuming" in capsys.readouterr().err
     got, want = _weights(single), _weights(ref)

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from madeflow import CheckpointError, cli, load_run
-from madeflow.checkpoint import load_tensors
 from madeflow.data.files import DataError, load_array
+from madeflow.runs.safe_io import load_tensors
 
 FIT = [
     "fit",
@@ -112,7 +112,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, ca
 
     # The uninterrupted reference and the resumes run in-process (bitwise the same as a
     # subprocess: one thread, float32); pictures are not compared, so skip drawing them.
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     assert cli.main([*FIT, "--out", str(ref)]) == 0
     expected = _weights(ref)
     killed = 0
@@ -138,7 +138,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(tmp_path, ca
 
 
 def test_a_locked_folder_refuses_clearly(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     out = tmp_path / "run"
     assert cli.main([*FIT, "--epochs", "2", "--out", str(out)]) == 0
     capsys.readouterr()
@@ -206,7 +206,7 @@ def test_crafted_pickles_never_run(tmp_path, capsys):
 
 def test_a_folder_left_with_only_a_stale_lock_is_reused(tmp_path, capsys, monkeypatch):
     """A fit killed between taking the lock and writing config.json leaves only ``.lock``."""
-    monkeypatch.setattr("madeflow.cli_plots.plot_run", lambda *a, **k: [])
+    monkeypatch.setattr("madeflow.cli.plots.plot_run", lambda *a, **k: [])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     out = tmp_path / "run"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pyro.params.param_store import param_with_module_name
 
-from madeflow.density import GaussianMixtureMADE
+from madeflow.distributions import GaussianMixtureMADE
 from madeflow.flows import IAF, MAF
 from madeflow.transforms import BatchNormTransform, MAFTransform
 
@@ -55,7 +55,7 @@ def test_bad_inputs_are_named(device):
     x = torch.randn(5, 3, device=device)
     x[1, 0] = float("nan")
     x[3, 2] = float("inf")
-    with pytest.raises(ValueError, match=r"NaN or Inf in rows 1, 3"):
+    with pytest.raises(ValueError, match=r"NaN or Inf in 2 row\(s\) \(batch indices 1, 3\)"):
         flow.log_prob(x)
     with pytest.raises(ValueError, match="input_dim=3"):
         flow.log_prob(torch.randn(5, 4, device=device))

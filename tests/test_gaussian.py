@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from madeflow.density import GaussianMADE, soft_clamp
+from madeflow.distributions import GaussianMADE, soft_clamp
 
 
 def test_one_dimension_matches_normal(device):

@@ -21,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import madeflow as mf
-from madeflow.fit_checks import TrainingStateError
 from madeflow.models import MAX_LAYERS, MAX_PARAMETERS, count_parameters, model_config
+from madeflow.train.state import TrainingStateError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -321,3 +321,20 @@ def test_random_corruptions_of_a_state_give_only_training_state_errors(saved_sta
     else:  # only a valid value passes: another count, or the version it already had
         counts = field in ("epoch", "bad_epochs") and isinstance(value, int) and value >= 0
         assert counts or (field == "version" and value == 1 and type(value) is int), value
+
+
+@pytest.mark.parametrize("saved", [[0, 0, 1], [0, 1, 3], [2, 1]], ids=["repeat", "range", "size"])
+def test_permute_layer_refuses_a_loaded_non_permutation(saved):
+    from madeflow import PermuteTransform
+
+    t = PermuteTransform([2, 0, 1])
+    with pytest.raises(ValueError, match="cannot load permutation"):
+        t.load_state_dict({"permutation": torch.tensor(saved)})
+    assert t.permutation.tolist() == [2, 0, 1]  # nothing half-loaded
+
+
+def test_batch_norm_one_row_advice_is_for_training():
+    from madeflow import BatchNormTransform
+
+    with pytest.raises(ValueError, match="train on batches of 2 or more rows"):
+        BatchNormTransform(3).inv(torch.randn(1, 3))

@@ -3,7 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from madeflow.masks import (
+from madeflow.nn.masks import (
     as_permutation,
     connectivity,
     hidden_degrees,

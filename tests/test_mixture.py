@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.distributions import Normal
 
-from madeflow.density import GaussianMADE, GaussianMixtureMADE
+from madeflow.distributions import GaussianMADE, GaussianMixtureMADE
 
 
 @pytest.mark.parametrize("k", [0, -1, 2.5, True])

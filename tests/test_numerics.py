@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import madeflow as mf
 from madeflow import cli
-from madeflow.made import MADE
+from madeflow.nn.made import MADE
 from madeflow.transforms import IAFTransform, MAFTransform
 
 D = 3
@@ -158,7 +158,7 @@ def test_cli_fit_on_constant_and_heavy_tailed_columns_never_saves_nan(tmp_path, 
     out = tmp_path / "run"
     argv = ["fit", str(tmp_path / "awkward.npy"), "--model", "maf", "--hidden", "8"]
     argv += ["--num-transforms", "2", "--epochs", "3", "--quiet", "--out", str(out)]
-    with mock.patch("madeflow.cli_plots.plot_run", lambda *a, **k: []):
+    with mock.patch("madeflow.cli.plots.plot_run", lambda *a, **k: []):
         code = cli.main(argv)
     err = capsys.readouterr().err
     if code == 5:  # stopped on a non-finite loss: said why, wrote no model
@@ -173,7 +173,9 @@ def test_fit_stops_with_a_message_instead_of_writing_nan():
     model = mf.GaussianMADE(2, [8])
     with torch.no_grad():
         model.made.output_layer.bias.fill_(float("nan"))
-    with pytest.raises(mf.NonFiniteLossError, match=r"diverged at epoch 0, step 0 \(loss nan\)"):
+    with pytest.raises(
+        mf.NonFiniteLossError, match=r"diverged at epoch 0, step 0: the model's values became NaN"
+    ):
         mf.fit(model, torch.randn(20, 2), max_epochs=1, progress=False)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
@@ -37,8 +38,8 @@ from runs_helper import (
 )
 
 from madeflow import CheckpointError, cli, load_run
-from madeflow.checkpoint import load_tensors, save_tensors
-from madeflow.integrity import RunWarning
+from madeflow.runs import RunWarning
+from madeflow.runs.safe_io import load_tensors, save_tensors
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -392,7 +393,8 @@ PROPS = settings(
 @PROPS
 @given(key=st.sampled_from(CONFIG_KEYS), value=JSON_VALUES)
 def test_random_config_values_load_or_give_a_checkpoint_error(runs, tmp_path, key, value):
-    folder = tmp_path / f"c{abs(hash((key, repr(value))))}"
+    # A fresh folder per example: hypothesis replays a failing example in the same tmp_path.
+    folder = Path(tempfile.mkdtemp(dir=tmp_path)) / "run"
     shutil.copytree(runs[0], folder)
     edit_config(folder, _set(key, value))
     t0 = time.perf_counter()
@@ -402,7 +404,9 @@ def test_random_config_values_load_or_give_a_checkpoint_error(runs, tmp_path, ke
             load_run(folder, force=True)
     except CheckpointError as err:
         assert "\n" not in str(err)
-    assert time.perf_counter() - t0 < 5.0
+    # A guard against hangs (a config asking for 10**9 units must be refused, not built), loose
+    # enough for a loaded 2-core machine: legal models of a few thousand layers take seconds.
+    assert time.perf_counter() - t0 < 30.0
     shutil.rmtree(folder)
 
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from madeflow.checkpoint import load_tensors, save_tensors
 from madeflow.data.toy import toy_data
-from madeflow.density import GaussianMADE
-from madeflow.training import NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.distributions import GaussianMADE
+from madeflow.runs.safe_io import load_tensors, save_tensors
+from madeflow.train.loop import NonFiniteLossError, evaluate_log_prob, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

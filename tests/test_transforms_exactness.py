@@ -205,7 +205,7 @@ def test_flow_every_parameter_gets_a_gradient(name, device):
     case = build(name, device)
     x = torch.randn(5, case.input_dim, device=device)
     loss = case.obj.log_prob(x, case.context).sum()
-    if hasattr(case.obj, "rsample"):
+    if case.obj.has_rsample:
         loss = loss + case.obj.rsample((5,), case.context).square().sum()
     loss.backward()
     for pname, p in case.obj.named_parameters():

@@ -2,9 +2,9 @@
 
 A tensor holds all its rows in memory. A *row source* is anything with ``len(source)`` and
 ``source[index] -> (len(index), D)`` tensor for an int64 ``index`` tensor of row numbers, e.g. a
-memory-mapped file (:class:`madeflow.data.MemmapRows`): training, validation and the sharding of
-:mod:`madeflow.distributed` then read only the rows they use. :func:`take` and :func:`subset` work
-on both kinds.
+memory-mapped file (:class:`madeflow.data.MemmapRows`): training, validation and the sharding
+of :mod:`madeflow.train.distributed` then read only the rows they use. :func:`take` and
+:func:`subset` work on both kinds.
 """
 
 from __future__ import annotations

@@ -72,8 +72,9 @@ class BatchNormTransform(TransformModule):
         rows = x.reshape(-1, x.shape[-1])
         if rows.shape[0] < 2:
             raise ValueError(
-                "BatchNormTransform in training mode needs a batch of at least 2 rows; "
-                "call .eval() to use the running averages"
+                f"BatchNormTransform in training mode needs a batch of at least 2 rows, got "
+                f"{rows.shape[0]}: train on batches of 2 or more rows (or, to score with the "
+                "running averages instead, call .eval())"
             )
         mean, var = rows.mean(0), rows.var(0, unbiased=False)
         if update:

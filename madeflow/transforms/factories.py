@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from madeflow.made import MADE
-from madeflow.transforms.iaf import ConditionalIAFTransform, IAFTransform
-from madeflow.transforms.maf import ConditionalMAFTransform, MAFTransform
+from madeflow.nn.made import MADE
+from madeflow.nn.stacks import default_hidden_dims
+from madeflow.transforms.affine import IAFTransform, MAFTransform
+from madeflow.transforms.conditional import ConditionalIAFTransform, ConditionalMAFTransform
 
 __all__ = [
     "conditional_iaf_transform",
@@ -32,9 +33,18 @@ _MADE_KEYS = (
 )
 
 
-def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    made = {k: kwargs.pop(k) for k in _MADE_KEYS if k in kwargs}
-    return made, kwargs
+def _build(
+    cls: type,
+    input_dim: int,
+    context_dim: int,
+    hidden_dims: Sequence[int] | None,
+    kwargs: dict[str, Any],
+) -> Any:
+    """``cls(MADE(...), **transform kwargs)``: MADE options split from the transform's."""
+    made_kw = {k: kwargs.pop(k) for k in _MADE_KEYS if k in kwargs}
+    if hidden_dims is None:
+        hidden_dims = default_hidden_dims(input_dim, conditional=context_dim > 0)
+    return cls(MADE(input_dim, hidden_dims, context_dim=context_dim, **made_kw), **kwargs)
 
 
 def maf_transform(
@@ -55,9 +65,7 @@ def maf_transform(
         >>> tuple(maf_transform(4).nn.hidden_dims)
         (13,)
     """
-    made_kw, kw = _split(kwargs)
-    hidden = [3 * input_dim + 1] if hidden_dims is None else hidden_dims
-    return MAFTransform(MADE(input_dim, hidden, **made_kw), **kw)
+    return _build(MAFTransform, input_dim, 0, hidden_dims, kwargs)
 
 
 def iaf_transform(
@@ -78,9 +86,7 @@ def iaf_transform(
         >>> iaf_transform(4, stable=True).stable
         True
     """
-    made_kw, kw = _split(kwargs)
-    hidden = [3 * input_dim + 1] if hidden_dims is None else hidden_dims
-    return IAFTransform(MADE(input_dim, hidden, **made_kw), **kw)
+    return _build(IAFTransform, input_dim, 0, hidden_dims, kwargs)
 
 
 def conditional_maf_transform(
@@ -101,11 +107,7 @@ def conditional_maf_transform(
         >>> conditional_maf_transform(3, 2).nn.context_dim
         2
     """
-    made_kw, kw = _split(kwargs)
-    hidden = [10 * input_dim] if hidden_dims is None else hidden_dims
-    return ConditionalMAFTransform(
-        MADE(input_dim, hidden, context_dim=context_dim, **made_kw), **kw
-    )
+    return _build(ConditionalMAFTransform, input_dim, context_dim, hidden_dims, kwargs)
 
 
 def conditional_iaf_transform(
@@ -126,8 +128,4 @@ def conditional_iaf_transform(
         >>> conditional_iaf_transform(3, 2).nn.context_dim
         2
     """
-    made_kw, kw = _split(kwargs)
-    hidden = [10 * input_dim] if hidden_dims is None else hidden_dims
-    return ConditionalIAFTransform(
-        MADE(input_dim, hidden, context_dim=context_dim, **made_kw), **kw
-    )
+    return _build(ConditionalIAFTransform, input_dim, context_dim, hidden_dims, kwargs)

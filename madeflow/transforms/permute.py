@@ -8,8 +8,8 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
-from madeflow.masks import as_permutation
-from madeflow.transforms._autoregressive import TransientCache
+from madeflow.nn.masks import as_permutation
+from madeflow.transforms.cache import TransientCache
 
 __all__ = ["PermuteTransform"]
 
@@ -37,7 +37,6 @@ class PermuteTransform(TransientCache, TransformModule):
     volume_preserving = True
 
     permutation: torch.Tensor
-    _transient = ("_cached", "_drawn")
 
     def __init__(self, permutation: Sequence[int] | torch.Tensor) -> None:
         super().__init__(cache_size=0)
@@ -45,20 +44,18 @@ class PermuteTransform(TransientCache, TransformModule):
         perm = as_permutation(permutation, n)
         self.input_dim = n
         self.register_buffer("permutation", perm)
-        self._drawn: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._register_load_state_dict_pre_hook(_check_loaded_permutation)
 
     def _call(self, u: torch.Tensor) -> torch.Tensor:
         """Permute, ``(*batch, D) -> (*batch, D)``."""
         x = u.index_select(-1, self.permutation)
-        self._drawn = (u, x)
+        self._remember(u, x)
         return x
 
     def _inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Undo the permutation, ``(*batch, D) -> (*batch, D)``."""
-        drawn = self._drawn
-        if drawn is not None and drawn[1] is x and torch.equal(self._call_values(drawn[0]), x):
-            return drawn[0]
-        return x.index_select(-1, torch.argsort(self.permutation))
+        u = self._recall(x, lambda u: torch.equal(self._call_values(u), x))
+        return x.index_select(-1, torch.argsort(self.permutation)) if u is None else u
 
     def _call_values(self, u: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -67,3 +64,14 @@ class PermuteTransform(TransientCache, TransformModule):
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Zero, ``(*batch,)``."""
         return x.new_zeros(x.shape[:-1])
+
+
+def _check_loaded_permutation(state_dict: dict, prefix: str, *args: object) -> None:
+    """Refuse a saved ``permutation`` that is not a permutation before it is loaded."""
+    value = state_dict.get(prefix + "permutation")
+    if value is None:
+        return
+    try:
+        as_permutation(value, torch.as_tensor(value).numel())
+    except ValueError as err:
+        raise ValueError(f"cannot load {prefix}permutation: {err}") from None
