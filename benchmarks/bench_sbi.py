@@ -59,6 +59,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of timing")
     parser.add_argument("--speed-sizes", default="10000,100000")
     parser.add_argument("--c2st-max-dim", type=int, default=20)
+    parser.add_argument(
+        "--c2st-samples",
+        type=int,
+        default=10_000,
+        help="posterior and reference samples per C2ST (sbibm's standard: 10,000)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "bench_sbi.jsonl"))
     parser.add_argument("--cache", default=str(RESULTS / "bench_sbi_cache"))
@@ -84,7 +90,9 @@ def main() -> None:
             if "c2st" in phases:
                 for method in methods:
                     for obs in observations:
-                        accuracy(task, budget, method, obs, cache, out, args.c2st_max_dim)
+                        accuracy(
+                            task, budget, method, obs, cache, out, args.c2st_max_dim, args.c2st_samples
+                        )
             if "speed" in phases:
                 sizes = [int(s) for s in args.speed_sizes.split(",")]
                 speed(task, budget, methods, sizes, args.repeats, cache, out)
@@ -184,9 +192,16 @@ def train(task: Any, budget: int, method: str, cache: Path, out: Path) -> None:
 
 
 def accuracy(
-    task: Any, budget: int, method: str, obs: int, cache: Path, out: Path, c2st_max_dim: int
+    task: Any,
+    budget: int,
+    method: str,
+    obs: int,
+    cache: Path,
+    out: Path,
+    c2st_max_dim: int,
+    n: int = 10_000,
 ) -> None:
-    key = ("c2st", task.name, budget, method, obs)
+    key = ("c2st", task.name, budget, method, obs, n)
     if key in {_key(r) for r in _read(out)}:
         return
     path = _cache_path(cache, task.name, budget, method)
@@ -196,10 +211,10 @@ def accuracy(
     x_o = task.get_observation(num_observation=obs)
     torch.manual_seed(obs)
     start = time.perf_counter()
-    samples = posterior.sample((10_000,), x=x_o, show_progress_bars=False, max_sampling_time=900)
+    samples = posterior.sample((n,), x=x_o, show_progress_bars=False, max_sampling_time=900)
     sample_s = time.perf_counter() - start
-    row: dict[str, Any] = {"sample_10k_s": round(sample_s, 3)}
-    reference = task.get_reference_posterior_samples(num_observation=obs)
+    row: dict[str, Any] = {"c2st_n": n, "sample_s": round(sample_s, 3)}
+    reference = task.get_reference_posterior_samples(num_observation=obs)[:n]
     if reference.shape[-1] <= c2st_max_dim:
         from sbibm.metrics import c2st
 
@@ -225,7 +240,7 @@ def speed(
     out: Path,
 ) -> None:
     done = {_key(r) for r in _read(out)}
-    todo = [m for m in methods if ("speed", task.name, budget, m, None) not in done]
+    todo = [m for m in methods if ("speed", task.name, budget, m, None, None) not in done]
     paths = {m: _cache_path(cache, task.name, budget, m) for m in todo}
     posteriors = {m: pickle.loads(p.read_bytes()) for m, p in paths.items() if p.exists()}
     if not posteriors:
@@ -336,7 +351,8 @@ def _read(path: Path) -> list[dict]:
 
 
 def _key(row: dict) -> tuple:
-    return (row["kind"], row["task"], row["budget"], row["method"], row.get("obs"))
+    n = row.get("c2st_n", 10_000) if row["kind"] == "c2st" else None  # early rows: 10,000
+    return (row["kind"], row["task"], row["budget"], row["method"], row.get("obs"), n)
 
 
 if __name__ == "__main__":
