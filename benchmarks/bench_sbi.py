@@ -58,6 +58,11 @@ def main() -> None:
     parser.add_argument("--phases", default="train,c2st,speed")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of timing")
     parser.add_argument("--speed-sizes", default="10000,100000")
+    parser.add_argument(
+        "--default-sizes",
+        default=None,
+        help="sizes timed through posterior.sample too (default: --speed-sizes)",
+    )
     parser.add_argument("--c2st-max-dim", type=int, default=20)
     parser.add_argument(
         "--c2st-samples",
@@ -90,12 +95,13 @@ def main() -> None:
             if "c2st" in phases:
                 for method in methods:
                     for obs in observations:
-                        accuracy(
-                            task, budget, method, obs, cache, out, args.c2st_max_dim, args.c2st_samples
-                        )
+                        n = args.c2st_samples
+                        accuracy(task, budget, method, obs, cache, out, args.c2st_max_dim, n)
             if "speed" in phases:
                 sizes = [int(s) for s in args.speed_sizes.split(",")]
-                speed(task, budget, methods, sizes, args.repeats, cache, out)
+                through = args.default_sizes or args.speed_sizes
+                default_sizes = [int(s) for s in through.split(",")]
+                speed(task, budget, methods, sizes, default_sizes, args.repeats, cache, out)
 
 
 # ------------------------------------------------------------------------------------ tasks
@@ -235,6 +241,7 @@ def speed(
     budget: int,
     methods: list[str],
     sizes: list[int],
+    default_sizes: list[int],
     repeats: int,
     cache: Path,
     out: Path,
@@ -256,6 +263,8 @@ def speed(
                 with torch.no_grad():
                     estimator.sample((n,), x_o)
                 times[method].setdefault(f"raw_{n}_s", []).append(time.perf_counter() - start)
+                if n not in default_sizes:
+                    continue
                 start = time.perf_counter()
                 posterior.sample((n,), x=x_o, show_progress_bars=False, max_sampling_time=900)
                 times[method].setdefault(f"default_{n}_s", []).append(time.perf_counter() - start)
@@ -266,31 +275,36 @@ def speed(
 
 # ----------------------------------------------------------------------------------- report
 def report(rows: list[dict]) -> None:
-    c2st = [r for r in rows if r["kind"] == "c2st"]
+    """Print the C2ST and sampling-speed tables of the results file, as markdown.
+
+    One C2ST row per task, budget, method and C2ST sample size; speed rows are medians, with the
+    ratio to sbi's MAF of the same task and budget.
+    """
     train_rows = {(r["task"], r["budget"], r["method"]): r for r in rows if r["kind"] == "train"}
     speed_rows = {(r["task"], r["budget"], r["method"]): r for r in rows if r["kind"] == "speed"}
     cells: dict[tuple, list[dict]] = {}
-    for r in c2st:
-        cells.setdefault((r["task"], r["budget"], r["method"]), []).append(r)
-    keys = sorted(set(cells) | set(train_rows), key=lambda k: (k[0], k[1], _order(k[2])))
-    print("| task | sims | method | C2ST (mean ± sd, obs) | KL | train s | epochs |")
-    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["kind"] == "c2st":
+            key = (r["task"], r["budget"], r["method"], r.get("c2st_n", 10_000))
+            cells.setdefault(key, []).append(r)
+    keys = sorted(cells, key=lambda k: (k[0], k[1], k[3], _order(k[2])))
+    print("| task | sims | method | C2ST n | C2ST (mean ± sd) | obs | KL | train s | epochs |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for key in keys:
-        group = cells.get(key, [])
-        values = [r["c2st"] for r in group if "c2st" in r]
-        acc = _mean_sd(values)
+        group = sorted(cells[key], key=lambda r: r["obs"])
+        acc = _mean_sd([r["c2st"] for r in group if "c2st" in r])
         kls = [r["kl"] for r in group if "kl" in r]
         kl = f"{statistics.mean(kls):.2f}" if kls else "-"
-        t = train_rows.get(key, {})
-        obs = ",".join(str(r["obs"]) for r in sorted(group, key=lambda r: r["obs"]))
+        t = train_rows.get(key[:3], {})
+        obs = ",".join(str(r["obs"]) for r in group)
         print(
-            f"| {key[0]} | {key[1]} | {key[2]} | {acc} ({obs or '-'}) | {kl} | "
+            f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {acc} | {obs} | {kl} | "
             f"{t.get('train_s', '-')} | {t.get('epochs', '-')} |"
         )
     print()
     print(
         "| task | sims | method | raw 1e4 s | raw 1e5 s | default 1e4 s | default 1e5 s | "
-        "raw samples/s | vs sbi_maf |"
+        "raw samples/s | vs sbi_maf (raw 1e5) |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for key in sorted(speed_rows, key=lambda k: (k[0], k[1], _order(k[2]))):
