@@ -9,7 +9,8 @@ runs ``sbi.diagnostics.run_sbc`` for both and prints a table: training time, SBC
 uniformity checks of ``sbi.diagnostics.check_sbc`` (KS p-values of the ranks per dimension; the
 C2ST of the ranks against uniform ranks, 0.5 is calibrated).
 
-    python examples/sbi_sbc.py                   # D=50, 5,000 simulations (about 10 min, 1 core)
+    python examples/sbi_sbc.py                   # D=50, 2,000 simulations (docs/sbi.md: 35 min
+                                                 # on a loaded shared machine)
     python examples/sbi_sbc.py --quick           # a few seconds
     python examples/sbi_sbc.py --dim 20 --num-sbc 500
 
@@ -29,7 +30,7 @@ import torch
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dim", type=int, default=50)
-    parser.add_argument("--simulations", type=int, default=5000)
+    parser.add_argument("--simulations", type=int, default=2000)
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--num-sbc", type=int, default=200, help="SBC observations")
     parser.add_argument("--num-posterior-samples", type=int, default=1000)
