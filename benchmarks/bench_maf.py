@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 LAYERS = 5
+FUSED_ADAM = False  # --optimizer fused: every library's train step uses Adam(fused=True)
 
 
 def _sync(device: torch.device) -> None:
@@ -173,7 +174,7 @@ def _tasks(name: str, built, task: str, d: int, device: torch.device, direct_max
             return _one_pass(nets, d, 1024, device), float(d), True
         return (lambda: sample(1024)), 1.0, False
     x = torch.randn(256, d, device=device)
-    opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-4, fused=FUSED_ADAM or None)
 
     def train() -> None:
         opt.zero_grad(set_to_none=True)
@@ -249,11 +250,20 @@ def main() -> None:
     parser.add_argument("--direct-max-d", type=int, default=64, help="largest D timed directly")
     parser.add_argument("--libs", default=",".join(BUILDERS), help="comma-separated subset")
     parser.add_argument(
+        "--optimizer",
+        choices=("adam", "fused"),
+        default="adam",
+        help="train step's optimizer for every library: torch's default Adam, or Adam(fused=True) "
+        "as madeflow.fit uses",
+    )
+    parser.add_argument(
         "--sizes", default=None, help="comma-separated DxH subset of the grid, e.g. 64x1024"
     )
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
+    global FUSED_ADAM
+    FUSED_ADAM = args.optimizer == "fused"
     names = [n for n in BUILDERS if n in args.libs.split(",")]
     if "dense" not in names:
         names.insert(0, "dense")
@@ -274,7 +284,8 @@ def main() -> None:
 
     warnings.filterwarnings("ignore")
     print(
-        f"device={device} threads={torch.get_num_threads()} reps={reps} torch={torch.__version__}"
+        f"device={device} threads={torch.get_num_threads()} reps={reps} "
+        f"optimizer={args.optimizer} torch={torch.__version__}"
     )
     print(
         "| task    |    D |     H | library          |  median ms |     min ms | x dense  "

@@ -9,6 +9,9 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the sphinx-mathjax-offline package, copied into _static: math renders
+    # without a network (tests/test_docs.py checks that no script is loaded from a URL).
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
@@ -21,5 +24,8 @@ autodoc_typehints = "description"
 autodoc_inherit_docstrings = False
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
-html_theme = "alabaster"
+html_theme = "furo"  # wide code blocks scroll sideways instead of being clipped
+html_title = "madeflow"
+pygments_style = "sphinx"
+pygments_dark_style = "monokai"
 suppress_warnings = ["myst.header"]

@@ -121,7 +121,7 @@ def main() -> None:
     print()
     print(
         f"Class-conditional MAF ({layers} layers, hidden {hidden}), logit digits seed "
-        f"{args.seed}: best epoch {hist.best_epoch + 1} of {hist.epochs}, {seconds:.0f} s. "
+        f"{args.seed}: best epoch {hist.best_epoch} of {hist.epochs}, {seconds:.0f} s. "
         "Test log-likelihood, nats per image (+/- one standard error, 359 images)."
     )
     print()

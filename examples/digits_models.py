@@ -91,7 +91,7 @@ def main() -> None:
         rows.append(
             (
                 name,
-                hist.best_epoch + 1,
+                hist.best_epoch,
                 hist.epochs,
                 hist.best_val_log_lik,
                 mean_and_stderr(test_ll),
@@ -99,7 +99,7 @@ def main() -> None:
                 seconds,
             )
         )
-        print(f"done: {name}: best epoch {hist.best_epoch + 1} ({seconds:.0f} s)", flush=True)
+        print(f"done: {name}: best epoch {hist.best_epoch} ({seconds:.0f} s)", flush=True)
 
     print()
     print(

@@ -5,7 +5,8 @@ The public API, flat:
 * the conditioner: :class:`MADE`, :class:`MaskedLinear`, :func:`check_autoregressive`, and
   Pyro's exact signatures in :class:`AutoRegressiveNN`, :class:`ConditionalAutoRegressiveNN`;
 * density estimators: :class:`BernoulliMADE`, :class:`GaussianMADE`,
-  :class:`GaussianMixtureMADE`;
+  :class:`GaussianMixtureMADE`; their exact marginals and conditionals, :func:`impute` and
+  :func:`covering_orderings` (orderings that make a subset conditionable);
 * Pyro transforms: :class:`MAFTransform`, :class:`IAFTransform` (and conditional twins),
   :class:`BatchNormTransform`, :class:`PermuteTransform`, factories;
 * flows and guides: :class:`MAF`, :class:`IAF`, :class:`AutoIAF`;
@@ -27,10 +28,12 @@ from madeflow.distributions import (
     MADEDistribution,
 )
 from madeflow.flows import IAF, MAF
+from madeflow.imputation import impute
 from madeflow.models import build_model
 from madeflow.nn.checks import AutoregressiveError, check_autoregressive
 from madeflow.nn.linear import MaskedLinear
 from madeflow.nn.made import MADE
+from madeflow.nn.orderings import covering_orderings
 from madeflow.nn.pyro import AutoRegressiveNN, ConditionalAutoRegressiveNN
 from madeflow.runs import CheckpointError, load_run
 from madeflow.solve import autoregressive_solve, naive_autoregressive_solve
@@ -56,6 +59,7 @@ from madeflow.transforms import (
 )
 
 __version__ = "0.1.0"
+"""The version of madeflow (read by the packaging and printed by ``madeflow --version``)."""
 
 __all__ = [
     "IAF",
@@ -87,9 +91,11 @@ __all__ = [
     "check_autoregressive",
     "conditional_iaf_transform",
     "conditional_maf_transform",
+    "covering_orderings",
     "evaluate_log_prob",
     "fit",
     "iaf_transform",
+    "impute",
     "load_run",
     "maf_transform",
     "naive_autoregressive_solve",

@@ -21,6 +21,8 @@ __all__ = [
     "broadcast_batch",
     "check_context",
     "check_int",
+    "check_observed",
+    "check_partial_points",
     "check_points",
     "check_positive_ints",
     "check_tensor",
@@ -121,6 +123,8 @@ def nonfinite_rows(value: torch.Tensor, name: str) -> ValueError | None:
     bad = ~torch.isfinite(value).all(-1)
     if not bool(bad.any()):
         return None
+    if bad.dim() == 0:  # a single point: no batch index to name
+        return ValueError(f"{name} contains NaN or Inf")
     rows = torch.nonzero(bad)
     shown = ", ".join(str(tuple(r)) if len(r) > 1 else str(r[0]) for r in rows[:10].tolist())
     more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
@@ -233,3 +237,66 @@ def broadcast_batch(x: torch.Tensor, context_batch: torch.Size) -> torch.Size:
             f"context batch shape {tuple(context_batch)} does not match (broadcast with) x "
             f"batch shape {tuple(x.shape[:-1])}"
         ) from None
+
+
+def check_observed(observed: Any, input_dim: int) -> torch.Tensor:
+    """Check which inputs are observed: a ``(D,)`` boolean tensor.
+
+    Args:
+        observed: What the caller passed.
+        input_dim: ``D``.
+
+    Returns:
+        ``observed``.
+
+    Raises:
+        TypeError: If it is not a boolean tensor.
+        ValueError: If its shape is not ``(D,)``.
+
+    Example:
+        >>> check_observed(torch.tensor([True, False]), 2).tolist()
+        [True, False]
+    """
+    if not isinstance(observed, torch.Tensor) or observed.dtype != torch.bool:
+        got = observed.dtype if isinstance(observed, torch.Tensor) else type(observed).__name__
+        raise TypeError(
+            f"observed must be a boolean tensor of shape ({input_dim},), True where x is "
+            f"observed, got {got}; e.g. torch.tensor([True, False, ...]) or x_mask.bool()"
+        )
+    if observed.shape != (input_dim,):
+        raise ValueError(
+            f"observed must have shape ({input_dim},) (one flag per input), "
+            f"got {tuple(observed.shape)}"
+        )
+    return observed
+
+
+def check_partial_points(
+    x: Any, observed: torch.Tensor, input_dim: int, owner: str = "the model"
+) -> torch.Tensor:
+    """Check partially observed points and zero their unobserved entries.
+
+    Entries outside ``observed`` are ignored (they may be NaN); observed entries must be finite
+    (in eager mode). The zeros keep NaN out of the network, whose masks make the result
+    independent of them but whose products would still propagate NaN (``0 * NaN``).
+
+    Args:
+        x: ``(*batch, D)``, any numeric or boolean dtype.
+        observed: ``(D,)`` bool, as checked by :func:`check_observed`.
+        input_dim: ``D``.
+        owner: The model's name, for messages.
+
+    Returns:
+        ``x`` with its unobserved entries set to zero, same dtype.
+
+    Raises:
+        TypeError: If ``x`` is not a tensor.
+        ValueError: On a wrong last dimension or NaN/Inf observed entries (rows named).
+    """
+    x = check_points(x, input_dim, owner=owner, continuous=False, finite=False)
+    observed = observed.to(x.device)
+    if is_eager():
+        error = nonfinite_rows(x[..., observed], "x (observed entries)")
+        if error is not None:
+            raise error
+    return torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device))

@@ -1,4 +1,4 @@
-"""Programs that ``tests/test_distributed.py`` runs under ``torchrun`` (not a test module).
+"""Programs that ``tests/test_train_distributed.py`` runs under ``torchrun`` (not a test module).
 
 ``python dist_worker.py train DATA.npy OUT``
     Trains three tiny models with :func:`madeflow.fit` and saves, per rank, what the tests
@@ -10,7 +10,7 @@
 
 ``python dist_worker.py kill-at EPOCH fit ARGS...``
     ``madeflow fit ARGS...`` in which rank 1 SIGKILLs itself at the end of epoch ``EPOCH``
-    (0-based), like a machine that dies mid-run. Rank 0 ignores the SIGTERM with which
+    (counted from 1), like a machine that dies mid-run. Rank 0 ignores the SIGTERM with which
     ``torchrun`` stops the survivors, so that it always reports the failure itself (without a
     launcher to stop it, that report is all a user would get).
 """

@@ -79,6 +79,32 @@ def test_heavy_packages_are_imported_lazily_in_the_library():
         assert found == [], (path, found)
 
 
+CORE = {"torch", "pyro", "numpy"}  # the light core's dependencies, as imported
+
+
+def _third_party(names: list[str]) -> set[str]:
+    tops = {n.split(".")[0] for n in names}
+    return {n for n in tops if n not in sys.stdlib_module_names and n != "madeflow"}
+
+
+def test_the_library_needs_only_torch_pyro_and_numpy():
+    """Every package a library module imports at load time is a core dependency; the extras'
+    packages (plots, digits, progress bars) are imported only inside the functions needing them,
+    and the pyproject's dependencies are exactly the core."""
+    loaded, anywhere = set(), set()
+    for path in _library_modules():
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        loaded |= _third_party(_imports(ast.Module(body=top, type_ignores=[])))
+        anywhere |= _third_party(_imports(tree))
+    assert loaded == CORE
+    assert anywhere - CORE <= set(HEAVY)
+    text = (PACKAGE.parent / "pyproject.toml").read_text()
+    deps = text.split("\ndependencies = [", 1)[1].split("]", 1)[0]
+    named = {d.strip().strip('"').split(">")[0].split("=")[0] for d in deps.split(",")}
+    assert named == {"torch", "pyro-ppl", "numpy"}
+
+
 def test_the_console_script_and_python_m_reach_the_command_line():
     text = (PACKAGE.parent / "pyproject.toml").read_text()
     assert 'madeflow = "madeflow.cli:main"' in text

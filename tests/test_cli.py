@@ -124,6 +124,55 @@ def test_digits_tiny_logit_and_binary(tmp_path, capsys):
     )
 
 
+def test_sample_csv_keeps_the_header_of_a_csv_it_was_trained_on(tmp_path, capsys):
+    rows = np.random.default_rng(0).normal(size=(60, 2))
+    lines = ['"height, cm",weight'] + [f"{a:.6f},{b:.6f}" for a, b in rows]
+    (tmp_path / "named.csv").write_text("\n".join(lines) + "\n")
+    np.savetxt(tmp_path / "plain.csv", rows, delimiter=",")
+    for name in ("named", "plain"):
+        run = tmp_path / f"run-{name}"
+        fit = ["fit", str(tmp_path / f"{name}.csv"), "--model", "maf", *TINY, "--max-epochs", "1"]
+        assert cli.main([*fit, "--out", str(run)]) == 0
+        out = tmp_path / f"{name}-samples.csv"
+        assert cli.main(["sample", str(run), "-n", "7", "-o", str(out), "--seed", "1"]) == 0
+        text = out.read_text().splitlines()
+        if name == "named":
+            assert text[0] == '"height, cm",weight'  # quoted where the name needs it
+            assert json.loads((run / "config.json").read_text())["data"]["columns"] == [
+                "height, cm",
+                "weight",
+            ]
+        assert len(text) == 7 + (name == "named")
+        # The samples read back with the header: the same numbers as the run's .npy output.
+        assert (
+            cli.main(
+                ["sample", str(run), "-n", "7", "-o", str(out.with_suffix(".npy")), "--seed", "1"]
+            )
+            == 0
+        )
+        np.testing.assert_allclose(
+            np.loadtxt(out, delimiter=",", skiprows=int(name == "named")),
+            np.load(out.with_suffix(".npy")),
+            rtol=1e-8,
+        )
+
+
+def test_one_epoch_numbering_in_metrics_and_output(tmp_path, capsys):
+    """The printed best epoch, metrics.json and the history's lists agree (counted from 1)."""
+    run = tmp_path / "run"
+    args = ["fit", "moons", "--model", "maf", *TINY, "--toy-size", "200", "--lr", "0.05"]
+    assert cli.main([*args, "--max-epochs", "40", "--patience", "2", "--out", str(run)]) == 0
+    printed = capsys.readouterr().out
+    history = json.loads((run / "metrics.json").read_text())["history"]
+    assert history["stopped"] == "early_stopping" and history["epochs"] < 40
+    best = history["best_epoch"]
+    assert (
+        f"stopped after {history['epochs']} epochs (early_stopping); best epoch {best};" in printed
+    )
+    assert history["val_log_lik"][best - 1] == history["best_val_log_lik"]
+    assert history["epochs"] == best + 2  # patience 2, counted the same way
+
+
 def test_resume_gives_same_weights_as_uninterrupted(tmp_path):
     data = tmp_path / "data.npy"
     np.save(data, np.random.default_rng(0).normal(size=(200, 3)) @ np.diag([1.0, 2.0, 3.0]))
@@ -202,7 +251,7 @@ def test_data_and_usage_errors(tmp_path, capsys, monkeypatch):
     assert "3 columns; the model expects 2" in capsys.readouterr().err
 
     def nan_fit(*args, **kwargs):
-        raise NonFiniteLossError("training loss became nan at epoch 0, step 0")
+        raise NonFiniteLossError("training loss became nan at epoch 1, step 1")
 
     monkeypatch.setattr(cli_fit, "fit", nan_fit)
     assert cli.main(["fit", "moons", *TINY, "--out", str(tmp_path / "n")]) == 5

@@ -111,7 +111,8 @@ CLI_CASES: dict[str, CliCase] = {
         _resume("--num-transforms", "5"), 2, r"--num-transforms 5 \(recorded: 2\) differ; drop"
     ),
     "resume-batch-norm": CliCase(_resume("--batch-norm"), 2, r"--batch-norm \(recorded: off\)"),
-    "resume-patience": CliCase(_resume("--patience", "3"), 2, r"--patience 3 \(recorded: 30\)"),
+    # Sized to the run of 1 epoch: patience 10.
+    "resume-patience": CliCase(_resume("--patience", "3"), 2, r"--patience 3 \(recorded: 10\)"),
     "resume-lr-and-seed": CliCase(
         _resume("--lr", "0.5", "--seed", "4"), 2, r"--lr 0\.5 \(recorded: 0\.001\), --seed 4"
     ),
@@ -209,7 +210,7 @@ CLI_CASES: dict[str, CliCase] = {
     "diverging-lr": CliCase(
         lambda e: _fit(e, "--lr", "1e10"),
         5,
-        r"training diverged at epoch 0\b.*try a lower learning",
+        r"training diverged at epoch 1\b.*try a lower learning",
     ),
     "batch-norm-one-training-row": CliCase(
         lambda e: [
@@ -320,8 +321,12 @@ def test_umask_is_respected(tmp_path, capsys):
             assert cli.main(["sample", str(out), "-n", "3", "-o", str(out / "s.csv")]) == 0
         finally:
             os.umask(old)
-        for name in ("config.json", "model.pt", "metrics.json", "train_state.pt", "s.csv"):
+        names = {p.name for p in out.iterdir()}
+        assert {"config.json", "model.pt", "metrics.json", "train_state.pt", "s.csv"} <= names
+        for name in names:  # every file of the run, pictures too
             assert stat.S_IMODE((out / name).stat().st_mode) == mode, (name, oct(mask))
+        folder_mode = stat.S_IMODE(out.stat().st_mode)
+        assert folder_mode == 0o777 & ~mask, oct(folder_mode)
 
 
 # ----------------------------------------------------------------------------- faults

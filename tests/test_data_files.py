@@ -97,3 +97,42 @@ def test_standardizer_round_trip_constant_column_and_jacobian():
     restored = Standardizer(3)
     restored.load_state_dict(s.state_dict())
     assert torch.equal(restored(x), y)
+
+
+def test_missing_values_read_as_nan_with_the_header_kept(tmp_path):
+    from madeflow.data.csv_reader import read_csv_header
+
+    text = "a,b,c\n1.5,,2\n,,\nnan,NaN,3\n4,5,6\n"
+    (tmp_path / "m.csv").write_text(text)
+    x = load_array(tmp_path / "m.csv", dtype=torch.float64, missing=True)
+    nan = float("nan")
+    want = torch.tensor([[1.5, nan, 2], [nan, nan, nan], [nan, nan, 3], [4, 5, 6]])
+    assert torch.equal(x.isnan(), want.isnan())
+    assert torch.equal(x.nan_to_num(-9), want.double().nan_to_num(-9))
+    assert read_csv_header(tmp_path / "m.csv", missing=True) == ["a", "b", "c"]
+    # Without a header the first line is data, even when it starts with missing cells.
+    (tmp_path / "n.csv").write_text(",,\n1,,3\n")
+    assert read_csv_header(tmp_path / "n.csv", missing=True) is None
+    assert load_array(tmp_path / "n.csv", missing=True).isnan().sum() == 4
+    # Without missing=True nothing changes: empty cells and NaN are refused.
+    with pytest.raises(DataError, match="line 2, column 2 is empty"):
+        load_array(tmp_path / "m.csv")
+    np.save(tmp_path / "m.npy", want.numpy())
+    with pytest.raises(DataError, match="NaN or Inf in 3 row"):
+        load_array(tmp_path / "m.npy")
+    assert load_array(tmp_path / "m.npy", missing=True).isnan().sum() == 6
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".npy"])
+def test_missing_values_still_refuse_inf_naming_the_rows(tmp_path, suffix):
+    arr = np.array([[1.0, np.nan], [np.inf, 2.0], [3.0, 4.0]])
+    path = tmp_path / f"inf{suffix}"
+    if suffix == ".csv":
+        path.write_text("1,\ninf,2\n3,4\n")
+    else:
+        np.save(path, arr)
+    with pytest.raises(DataError, match=r"Inf in 1 row\(s\) \(0-based\): 1.*missing value"):
+        load_array(path, missing=True)
+    np.save(tmp_path / "big.npy", np.array([[1e300, np.nan], [1.0, 2.0]]))
+    with pytest.raises(DataError, match="beyond the range of float32"):
+        load_array(tmp_path / "big.npy", missing=True)

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+from conftest import tols
 
 import madeflow
 import madeflow.transforms.affine as affine
@@ -70,13 +71,14 @@ def test_engine_gradients_equal_the_reference(config, batch):
     weights = torch.randn(*batch, made.input_dim)
     x_e, g_e = grads_of(made, noise, context, "engine", weights)
     x_r, g_r = grads_of(made, noise, context, "reference", weights)
-    torch.testing.assert_close(x_e, x_r, rtol=0, atol=1e-12)
+    torch.testing.assert_close(x_e, x_r, **tols(0, 1e-12))
     assert any(g.abs().sum() > 0 for g in g_r)
     for got, want in zip(g_e, g_r):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got, want, **tols(1e-9, 1e-12))
 
 
 def test_engine_gradients_pass_finite_differences():
+    torch.set_default_dtype(torch.float64)  # finite differences need it, whatever --dtype
     made = make(input_dim=4, hidden_dims=[9, 9], context_dim=2, skip_connections=True)
 
     def f(noise, context):
@@ -162,9 +164,9 @@ def test_maf_rsample_gradients_equal_the_reference(monkeypatch, context_dim):
         torch.manual_seed(5)
         x = flow.rsample((2,), ctx)
         results.append((x.detach(), torch.autograd.grad(x.sin().sum(), params)))
-    torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(results[0][0], results[1][0], **tols(0, 1e-12))
     for got, want in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got, want, **tols(1e-9, 1e-12))
 
 
 def test_iaf_outside_log_prob_gradients_equal_the_reference(monkeypatch):
@@ -177,7 +179,7 @@ def test_iaf_outside_log_prob_gradients_equal_the_reference(monkeypatch):
             _reference_solves(monkeypatch)
         results.append(torch.autograd.grad(flow.log_prob(x).sum(), params))
     for got, want in zip(*results):
-        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(got, want, **tols(1e-9, 1e-12))
 
 
 MODELS = {
@@ -201,7 +203,7 @@ def test_sample_and_log_prob_scores_its_samples_exactly(name):
     x, lp = model.sample_and_log_prob((5,), ctx)
     assert x.shape == (5, *(() if ctx is None else (3,)), 4)
     assert lp.shape == x.shape[:-1] and not lp.requires_grad
-    torch.testing.assert_close(lp, model.log_prob(x, ctx), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(lp, model.log_prob(x, ctx), **tols(1e-9, 1e-9))
 
 
 @pytest.mark.parametrize("name", ["maf", "maf-mog", "gaussian", "mixture", "bernoulli"])
@@ -246,7 +248,7 @@ def test_observed_dimensions_keep_their_values_and_condition_the_rest(method, co
         x0 = autoregressive_solve(
             made, affine_step, noise, context, method=method, observed=observed
         )
-    torch.testing.assert_close(x0, x.detach(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(x0, x.detach(), **tols(0, 1e-12))
     # The others satisfy the recursion given the observed values.
     params = made(x) if context is None else made(x, context)
     torch.testing.assert_close(affine_step(params, noise)[:, ~observed], x[:, ~observed])
@@ -255,4 +257,4 @@ def test_observed_dimensions_keep_their_values_and_condition_the_rest(method, co
         made, affine_step, noise, context, method="reference", observed=observed
     )
     (g_ref,) = torch.autograd.grad((x_ref * torch.arange(d)).sum(), noise)
-    torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(g, g_ref, **tols(1e-9, 1e-12))

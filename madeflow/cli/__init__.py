@@ -1,21 +1,22 @@
-"""The ``madeflow`` command line: fit, evaluate, sample and plot density estimators.
+"""The ``madeflow`` command line: fit, evaluate, sample from, impute with and plot density models.
 
-Exit codes: ``0`` success, ``1`` unexpected error, ``2`` usage error (bad arguments or flag
-values, an existing non-empty ``--out`` without ``--resume``, a setting ``--resume`` cannot
-change, an existing output file without ``--force``), ``3`` data error (missing, unreadable or
-malformed data, or a data file changed since ``fit``), ``4`` checkpoint, run-folder or
-output-file error (not a run; corrupt, tampered, foreign or incompatible files; a folder locked
-by another process; a file that cannot be written: full disk, read-only folder), ``5``
-numerical failure (a loss, a parameter or the model's values became NaN/Inf), ``6`` another
+Exit codes: ``0`` success, ``1`` unexpected error or a missing ``cli`` extra, ``2`` usage error
+(bad arguments or flag values, an existing non-empty ``--out`` without ``--resume``, a setting
+``--resume`` cannot change, an existing output file without ``--force``), ``3`` data error
+(missing, unreadable or malformed data, or a data file changed since ``fit``), ``4`` checkpoint,
+run-folder or output-file error (not a run; corrupt, tampered, foreign or incompatible files; a
+folder locked by another process; a file that cannot be written: full disk, read-only folder),
+``5`` numerical failure (a loss, a parameter or the model's values became NaN/Inf), ``6`` another
 process of a distributed run failed or did not answer, ``130`` interrupted. Errors are one line
 on stderr (from every rank under ``torchrun`` that met one, tagged with its rank); set
 ``MADEFLOW_TRACEBACK=1`` to see the traceback.
 
-Nothing is overwritten without ``--force``: ``sample -o``/``evaluate -o`` refuse an existing
-file. A run folder records fingerprints of its data file and ``model.pt``: a ``model.pt`` that
-is not the one the run saved is refused by ``evaluate``, ``sample``, ``plot`` and ``fit
---resume``; a data file changed since ``fit`` is refused by ``evaluate`` (own split) and ``fit
---resume``, and only noted by ``plot``. ``--force`` goes on anyway, with a warning line.
+Nothing is overwritten without ``--force``: ``sample -o``/``evaluate -o``/``impute -o`` refuse
+an existing file. A run folder records fingerprints of its data file and ``model.pt``: a
+``model.pt`` that is not the one the run saved is refused by ``evaluate``, ``sample``,
+``impute``, ``plot`` and ``fit --resume``; a data file changed since ``fit`` is refused by
+``evaluate`` (own split) and ``fit --resume``, and only noted by ``plot``. ``--force`` goes on
+anyway, with a warning line.
 
 ``madeflow fit`` with no arguments trains a 5-layer MAF with a mixture-of-Gaussians base on the
 bundled logit digits (fresh dequantization noise each batch), early-stopped on validation; see
@@ -23,15 +24,21 @@ bundled logit digits (fresh dequantization noise each batch), early-stopped on v
 ``torchrun --nproc_per_node N -m madeflow fit ...`` trains data-parallel on ``N`` processes
 (:mod:`madeflow.train.distributed`).
 
+The command line needs the ``cli`` extra (matplotlib, scikit-learn, tqdm: ``pip install
+"madeflow[cli]"``); without it every command but ``--help`` and ``--version`` stops with one line
+saying so (:func:`missing_extra`).
+
 The package, on top of the library (which never imports it): :mod:`~madeflow.cli.parser` (flags),
 :mod:`~madeflow.cli.errors` (exit codes), :mod:`~madeflow.cli.settings` (defaults, new run
 config), :mod:`~madeflow.cli.data` (the data sources by name), :mod:`~madeflow.cli.fit` and
 :mod:`~madeflow.cli.resume` (``madeflow fit``), :mod:`~madeflow.cli.commands` (evaluate, sample,
-plot) and :mod:`~madeflow.cli.plots` (pictures).
+plot), :mod:`~madeflow.cli.impute` (``madeflow impute``) and :mod:`~madeflow.cli.plots`
+(pictures).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import warnings
@@ -42,13 +49,28 @@ import torch
 from madeflow.cli.commands import cmd_evaluate, cmd_plot, cmd_sample
 from madeflow.cli.errors import EXIT_CODES, UsageError, error_kind
 from madeflow.cli.fit import cmd_fit
+from madeflow.cli.impute import cmd_impute
 from madeflow.cli.parser import build_parser
 from madeflow.runs.folder import RunWarning
 from madeflow.train import distributed
 
-__all__ = ["EXIT_CODES", "UsageError", "main"]
+__all__ = ["CLI_EXTRA", "EXIT_CODES", "UsageError", "main", "missing_extra"]
 
-COMMANDS = {"fit": cmd_fit, "evaluate": cmd_evaluate, "sample": cmd_sample, "plot": cmd_plot}
+COMMANDS = {
+    "fit": cmd_fit,
+    "evaluate": cmd_evaluate,
+    "sample": cmd_sample,
+    "impute": cmd_impute,
+    "plot": cmd_plot,
+}
+
+CLI_EXTRA = {"matplotlib": "matplotlib", "sklearn": "scikit-learn", "tqdm": "tqdm"}
+"""Modules of the ``cli`` extra -> the packages that provide them."""
+
+
+def missing_extra() -> list[str]:
+    """The packages of the ``cli`` extra that are not installed (found without importing them)."""
+    return [dist for module, dist in CLI_EXTRA.items() if importlib.util.find_spec(module) is None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -67,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    missing = missing_extra()
+    if missing:
+        print(
+            f"madeflow: error: the command line needs {', '.join(missing)}: "
+            'pip install "madeflow[cli]"',
+            file=sys.stderr,
+        )
+        return 1
     old_dtype, old_threads = torch.get_default_dtype(), torch.get_num_threads()
     torch.set_default_dtype(torch.float32)
     try:

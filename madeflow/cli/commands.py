@@ -8,6 +8,7 @@ nothing is overwritten without ``--force``.
 from __future__ import annotations
 
 import argparse
+import csv
 import io
 import os
 import sys
@@ -25,7 +26,15 @@ from madeflow.runs.folder import data_drift, load_run
 from madeflow.runs.safe_io import atomic_write_bytes
 from madeflow.train.evaluation import evaluate_log_prob, mean_and_stderr
 
-__all__ = ["MAX_SAMPLE_VALUES", "SAMPLE_CHUNK", "cmd_evaluate", "cmd_plot", "cmd_sample"]
+__all__ = [
+    "MAX_SAMPLE_VALUES",
+    "SAMPLE_CHUNK",
+    "check_output",
+    "cmd_evaluate",
+    "cmd_plot",
+    "cmd_sample",
+    "write_array",
+]
 
 MAX_SAMPLE_VALUES = 2 * 10**8
 """Most values (rows times columns) one ``madeflow sample`` call writes (1.6 GB as float64)."""
@@ -34,7 +43,7 @@ SAMPLE_CHUNK = 100_000
 """Rows drawn per model call by ``madeflow sample`` (bounds the memory of the sampler)."""
 
 
-def _output(name: str, force: bool) -> Path:
+def check_output(name: str, force: bool) -> Path:
     """Check an output file before any work: suffix, folder, and nothing overwritten unforced."""
     path = Path(name)
     if path.suffix.lower() not in (".npy", ".csv"):
@@ -50,12 +59,19 @@ def _output(name: str, force: bool) -> Path:
     return path
 
 
-def _write_array(path: Path, arr: np.ndarray) -> None:
-    """Write ``.npy`` or ``.csv`` atomically, to exactly ``path`` (``np.save`` adds ``.npy``)."""
+def write_array(path: Path, arr: np.ndarray, columns: list[str] | None = None) -> None:
+    """Write ``.npy`` or ``.csv`` atomically, to exactly ``path`` (``np.save`` adds ``.npy``).
+
+    A CSV gets ``columns`` as its header line (quoted where a name needs it), if given.
+    """
     buffer = io.BytesIO()
     if path.suffix.lower() == ".npy":
         np.save(buffer, arr)
     else:
+        if columns:
+            line = io.StringIO()
+            csv.writer(line, lineterminator="\n").writerow(columns)
+            buffer.write(line.getvalue().encode())
         np.savetxt(buffer, arr.reshape(arr.shape[0], -1), delimiter=",", fmt="%.9g")
     atomic_write_bytes(path, buffer.getvalue())
 
@@ -74,7 +90,7 @@ def _drift(config: dict, force: bool, action: str) -> bool:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """``madeflow evaluate``: per-row log-likelihoods and their mean ± standard error."""
     device = device_from(args.device)
-    out = _output(args.output, args.force) if args.output else None
+    out = check_output(args.output, args.force) if args.output else None
     config, model, space = load_run(args.run, device, force=args.force)
     if args.data:
         x_data = load_array(args.data, dtype=torch.float64).to(device)
@@ -99,14 +115,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         mm, sem = mean_and_stderr(ll)
         print(f"  in model space: {mm:.4f} ± {sem:.4f} nats")
     if out is not None:
-        _write_array(out, ll_data.detach().cpu().double().numpy())
+        write_array(out, ll_data.detach().cpu().double().numpy())
         print(f"wrote {out}")
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """``madeflow sample``: draw samples and save them in the original data space."""
-    out = _output(args.output, args.force)
+    out = check_output(args.output, args.force)
     device = device_from(args.device)
     config, model, space = load_run(args.run, device, force=args.force)
     d = config["model"]["input_dim"]
@@ -122,7 +138,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             for start in range(0, args.num_samples, SAMPLE_CHUNK):
                 n = min(SAMPLE_CHUNK, args.num_samples - start)
                 parts.append(space.to_data(model.sample((n,))).detach().cpu().double())
-    _write_array(out, torch.cat(parts).numpy())
+    columns = config["data"].get("columns")  # a CSV's header, recorded by fit
+    write_array(out, torch.cat(parts).numpy(), columns if len(columns or ()) == d else None)
     print(f"wrote {args.num_samples} samples to {out}")
     return 0
 

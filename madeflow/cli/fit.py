@@ -29,7 +29,8 @@ import torch
 from madeflow.cli.data import Prepared, is_binary, prepare
 from madeflow.cli.errors import EXIT_CODES, PeerFailure, UsageError, error_kind, say
 from madeflow.cli.resume import resume_config
-from madeflow.cli.settings import device_from, new_config, out_folder
+from madeflow.cli.settings import device_from, new_config, out_folder, size_to_data
+from madeflow.data.csv_reader import read_csv_header
 from madeflow.data.files import DataError, path_problem
 from madeflow.data.rows import num_columns
 from madeflow.runs.folder import (
@@ -158,7 +159,7 @@ def _fit_locked(
     _plot(out, model, data, config, quiet)
     print(
         f"stopped after {history.epochs} epochs ({history.stopped}); best epoch "
-        f"{history.best_epoch + 1}; {history.seconds:.1f} s"
+        f"{history.best_epoch}; {history.seconds:.1f} s"
     )
     for line in lines:
         print(line)
@@ -167,7 +168,10 @@ def _fit_locked(
 
 
 def _load_data(config: dict[str, Any], device: torch.device, record: bool) -> Prepared:
-    """The run's splits, checked against its model, on ``device``; ``input_dim`` set in config.
+    """The run's splits, checked against its model, on ``device``.
+
+    Sets ``input_dim`` in config, and the settings a new run leaves to the data
+    (:func:`~madeflow.cli.settings.size_to_data`).
 
     With ``record`` (rank 0) the data file's fingerprint goes into the config.
     """
@@ -182,9 +186,20 @@ def _load_data(config: dict[str, Any], device: torch.device, record: bool) -> Pr
             "batch norm needs at least 2: give more data or drop --batch-norm"
         )
     config["model"]["input_dim"] = d
+    size_to_data(config, d, len(data.train))
+    _record_columns(config["data"])
     if record:
         record_data_fingerprint(config, (len(data.train) + len(data.val) + len(data.test), d))
     return data.to(device)
+
+
+def _record_columns(data: dict[str, Any]) -> None:
+    """Record a CSV file's header in the data section, so ``madeflow sample`` can write it."""
+    source = Path(data["source"])
+    if data["kind"] == "file" and source.suffix.lower() == ".csv" and "columns" not in data:
+        columns = read_csv_header(source)
+        if columns is not None:
+            data["columns"] = columns
 
 
 def _resume_state(
@@ -198,7 +213,7 @@ def _resume_state(
     state = None
     if args.resume and (out / STATE).is_file():
         state = read_state(out, config, model)
-        say(quiet, f"resuming {out} after epoch {state['epoch'] + 1}")
+        say(quiet, f"resuming {out} after epoch {state['epoch']}")
     elif args.resume:
         say(quiet, f"{out} has no completed epoch; starting from scratch")
     write_config(out, config)  # after the state passed its checks
@@ -238,13 +253,13 @@ class _Checkpoints:
     def __call__(self, event: EpochEnd) -> None:
         if not self.main:
             return
-        if self.log_lines and ((event.epoch + 1) % 10 == 0 or event.last):
+        if self.log_lines and (event.epoch % 10 == 0 or event.last):
             h = event.history
             say(
                 False,
-                f"epoch {event.epoch + 1}: train {event.train_log_lik:.3f}, val "
+                f"epoch {event.epoch}: train {event.train_log_lik:.3f}, val "
                 f"{event.val_log_lik:.3f} (best {h.best_val_log_lik:.3f} at epoch "
-                f"{h.best_epoch + 1})",
+                f"{h.best_epoch})",
             )
         now = time.monotonic()
         if now - self.last_save >= self.save_every or event.last:

@@ -104,9 +104,10 @@ def _first_two(plt: Any, samples: torch.Tensor, test: torch.Tensor | None, path:
 def _curves(plt: Any, hist: dict[str, list[float]], path: Path) -> None:
     """The training (and validation) log-likelihood per epoch."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(hist["train_log_lik"], label="train")
+    epochs = range(1, len(hist["train_log_lik"]) + 1)  # counted from 1, as fit prints them
+    ax.plot(epochs, hist["train_log_lik"], label="train")
     if hist["val_log_lik"]:
-        ax.plot(hist["val_log_lik"], label="validation")
+        ax.plot(epochs[: len(hist["val_log_lik"])], hist["val_log_lik"], label="validation")
     ax.set(xlabel="epoch", ylabel="mean log-likelihood (nats, model space)")
     ax.legend()
     _savefig(plt, fig, path)

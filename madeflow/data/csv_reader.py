@@ -7,6 +7,10 @@ cell is a decimal number with an optional exponent, or ``nan``/``inf`` (refused 
 rows); ``1_000``, which Python's ``float`` accepts, is not. Blank lines are skipped and counted in
 line numbers, a comma ending every line is ignored, and a file written with ``;``, tabs, ``|`` or
 spaces between values is refused with a hint.
+
+With ``missing=True`` (files of rows with missing values, for imputation) an empty cell or
+``nan`` marks a missing value and becomes NaN; a line of commas alone is a row with every value
+missing, and only Inf is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import numpy as np
 
 from madeflow.data.files import DataError, nonfinite_error
 
-__all__ = ["read_csv"]
+__all__ = ["read_csv", "read_csv_header"]
 
 _NUMBER = re.compile(
     r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf|infinity)", re.IGNORECASE
@@ -71,8 +75,11 @@ def _separator_hint(row: list[str]) -> str:
     return ""
 
 
-def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
-    """Non-blank CSV records with the line (1-based) on which each starts."""
+def _records(path: Path, text: str, missing: bool = False) -> list[tuple[int, list[str]]]:
+    """Non-blank CSV records with the line (1-based) on which each starts.
+
+    With ``missing``, a line of separators alone (``,,``) is a record: a row of missing values.
+    """
     nul = text.find("\x00")
     if nul >= 0:
         line = text.count("\n", 0, nul) + 1
@@ -87,7 +94,7 @@ def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
             break
         except csv.Error as err:
             raise DataError(f"{path}: line {reader.line_num}: {err}") from None
-        if any(cell.strip() for cell in row):
+        if any(cell.strip() for cell in row) or (missing and len(row) > 1):
             records.append((line, row))
         line = reader.line_num + 1
     if records and len(records[0][1]) > 1 and all(not r[-1].strip() for _, r in records):
@@ -95,7 +102,33 @@ def _records(path: Path, text: str) -> list[tuple[int, list[str]]]:
     return records
 
 
-def read_csv(path: Path) -> np.ndarray:
+def _is_header(first: list[str], missing: bool) -> bool:
+    """A first record is a header when none of its cells is a number (nor empty, if missing)."""
+    header = not any(_is_number(c) or (missing and not c.strip()) for c in first)
+    return header and not _separator_hint(first)  # a data line with another separator is not
+
+
+def read_csv_header(path: Path, missing: bool = False) -> list[str] | None:
+    """The header cells of a CSV file (stripped), or ``None`` when its first line is data.
+
+    Args:
+        path: The file, as :func:`read_csv` reads it.
+        missing: As :func:`read_csv`.
+
+    Returns:
+        The names, or ``None``.
+
+    Raises:
+        DataError: If the file cannot be decoded or parsed, or is empty.
+    """
+    records = _records(path, _decode(path, path.read_bytes()), missing)
+    if not records:
+        raise DataError(f"{path} is empty (only blank lines)")
+    first = records[0][1]
+    return [c.strip() for c in first] if _is_header(first, missing) else None
+
+
+def read_csv(path: Path, missing: bool = False) -> np.ndarray:
     """Read a comma-separated file of numbers, with an optional header line.
 
     The first non-blank line is a header when none of its cells is a number, and data when all
@@ -105,22 +138,21 @@ def read_csv(path: Path) -> np.ndarray:
 
     Args:
         path: The file.
+        missing: Read an empty cell or ``nan`` as a missing value (NaN) and refuse only Inf;
+            a line of commas alone is a row of missing values, and a header has no empty cell.
 
     Returns:
-        ``(N, D)`` float64 values, all finite.
+        ``(N, D)`` float64 values, all finite (NaN where missing with ``missing=True``).
 
     Raises:
         DataError: Naming the line (and column) of the first problem, with a hint when the file
             uses another separator.
     """
-    records = _records(path, _decode(path, path.read_bytes()))
+    records = _records(path, _decode(path, path.read_bytes()), missing)
     if not records:
         raise DataError(f"{path} is empty (only blank lines)")
     first_line, first = records[0]
-    numeric = [_is_number(c) for c in first]
-    header = not any(numeric)
-    if header and _separator_hint(first):
-        header = False  # a data line written with another separator: report it below
+    header = _is_header(first, missing)
     body = records[1:] if header else records
     if not body:
         raise DataError(f"{path} has a header but no data rows")
@@ -128,7 +160,7 @@ def read_csv(path: Path) -> np.ndarray:
     out = np.empty((len(body), width), dtype=np.float64)
     for i, (line, row) in enumerate(body):
         for j, cell in enumerate(row[:width]):
-            if not _is_number(cell):
+            if not _is_number(cell) and not (missing and not cell.strip()):
                 if not cell.strip():
                     raise DataError(
                         f"{path}: line {line}, column {j + 1} is empty; fill in the missing "
@@ -145,8 +177,13 @@ def read_csv(path: Path) -> np.ndarray:
                 + where
                 + _separator_hint(row)
             )
-        out[i] = [float(c) for c in row]
-    bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        out[i] = [float(c) if c.strip() else np.nan for c in row]
+    bad = np.flatnonzero(~_allowed(out, missing).all(axis=1))
     if len(bad):
-        raise nonfinite_error(path, bad, lines=[body[i][0] for i in bad])
+        raise nonfinite_error(path, bad, lines=[body[i][0] for i in bad], missing=missing)
     return out
+
+
+def _allowed(values: np.ndarray, missing: bool) -> np.ndarray:
+    """Where values are acceptable: finite, or NaN too when it marks a missing value."""
+    return ~np.isinf(values) if missing else np.isfinite(values)

@@ -60,7 +60,7 @@ def load_digits(
         A :class:`DigitSplits`.
 
     Raises:
-        ImportError: If scikit-learn (a test extra) is not installed.
+        ImportError: If scikit-learn (in the ``cli`` extra) is not installed.
         ValueError: On an unknown ``kind`` or ``alpha`` outside ``(0, 0.5)``.
 
     Example:
@@ -77,7 +77,7 @@ def load_digits(
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             "madeflow.data.load_digits needs scikit-learn (it ships the digits on disk): "
-            "pip install scikit-learn, or pip install 'madeflow[test]'"
+            'pip install "madeflow[cli]" (or pip install scikit-learn)'
         ) from err
 
     bunch = sklearn_digits()

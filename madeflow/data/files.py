@@ -53,7 +53,10 @@ def _read_npz(path: Path, key: str | None) -> np.ndarray:
 
 
 def load_array(
-    path: str | os.PathLike, key: str | None = None, dtype: torch.dtype = torch.float32
+    path: str | os.PathLike,
+    key: str | None = None,
+    dtype: torch.dtype = torch.float32,
+    missing: bool = False,
 ) -> torch.Tensor:
     """Read an ``(N, D)`` data matrix from a file.
 
@@ -64,9 +67,10 @@ def load_array(
             read with ``weights_only=True``. A 1-D array is read as ``N`` one-dimensional points.
         key: Array name inside an ``.npz`` file.
         dtype: Floating dtype of the result.
+        missing: Accept NaN as a missing value (an empty CSV cell too); only Inf is refused.
 
     Returns:
-        ``(N, D)`` tensor with ``N >= 2``.
+        ``(N, D)`` tensor with ``N >= 2`` (NaN where missing with ``missing=True``).
 
     Raises:
         DataError: With a message naming the file and, where it applies, the row and column.
@@ -89,7 +93,7 @@ def load_array(
         elif suffix == ".csv":
             from madeflow.data.csv_reader import read_csv  # it imports DataError from here
 
-            arr = read_csv(p)
+            arr = read_csv(p, missing=missing)
         elif suffix == ".pt":
             obj = torch.load(p, map_location="cpu", weights_only=True)
             if not isinstance(obj, torch.Tensor):
@@ -102,14 +106,15 @@ def load_array(
     except Exception as err:
         msg = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise DataError(f"cannot read {p}: {msg}") from err
-    return _validate(np.asarray(arr), p, dtype)
+    return _validate(np.asarray(arr), p, dtype, missing)
 
 
-def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype) -> torch.Tensor:
+def _validate(arr: np.ndarray, path: Path, dtype: torch.dtype, missing: bool) -> torch.Tensor:
     arr = as_matrix(arr, path).astype(np.float64)
-    bad = ~np.isfinite(arr).all(axis=1)
+    bad = np.isinf(arr) if missing else ~np.isfinite(arr)
+    bad = bad.any(axis=1)
     if bad.any():
-        raise nonfinite_error(path, np.flatnonzero(bad))
+        raise nonfinite_error(path, np.flatnonzero(bad), missing=missing)
     x = torch.from_numpy(arr).to(dtype)
     check_range(x, path)
     return x
@@ -126,7 +131,7 @@ def check_range(x: torch.Tensor, path: str | os.PathLike, first_row: int = 0) ->
     Raises:
         DataError: Naming the rows (0-based) and the dtype's range.
     """
-    bad = ~torch.isfinite(x).all(dim=1)
+    bad = torch.isinf(x).any(dim=1)  # NaN, where allowed, marks a missing value
     if bool(bad.any()):
         rows = (torch.nonzero(bad).flatten() + first_row).tolist()
         shown = ", ".join(str(r) for r in rows[:10]) + (" ..." if len(rows) > 10 else "")
@@ -195,14 +200,22 @@ def as_matrix(arr: np.ndarray, path: str | os.PathLike) -> np.ndarray:
 
 
 def nonfinite_error(
-    path: str | os.PathLike, rows: np.ndarray, lines: list[int] | None = None
+    path: str | os.PathLike,
+    rows: np.ndarray,
+    lines: list[int] | None = None,
+    missing: bool = False,
 ) -> DataError:
-    """The error for rows holding NaN or Inf, naming the first ten (0-based; and text lines)."""
+    """The error for rows holding NaN or Inf, naming the first ten (0-based; and text lines).
+
+    With ``missing`` (NaN marks a missing value) the rows hold Inf, and the message says so.
+    """
     more = " ..." if len(rows) > 10 else ""
     shown = ", ".join(str(r) for r in rows[:10]) + more
     where = "" if lines is None else f" (line{'s' * (len(lines) > 1)} "
     where += "" if lines is None else ", ".join(str(n) for n in lines[:10]) + more + ")"
-    return DataError(f"{path} has NaN or Inf in {len(rows)} row(s) (0-based): {shown}{where}")
+    what = "Inf" if missing else "NaN or Inf"
+    hint = "; NaN or an empty cell marks a missing value, Inf is not one" if missing else ""
+    return DataError(f"{path} has {what} in {len(rows)} row(s) (0-based): {shown}{where}{hint}")
 
 
 def split_indices(

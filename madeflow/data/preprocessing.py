@@ -11,7 +11,7 @@ that likelihoods and samples can be reported in the data's units:
 :class:`Dequantize` is the augmentation ``madeflow fit`` trains the digits with: fresh uniform
 dequantization noise for every mini-batch, drawn from :func:`madeflow.fit`'s seeded generator.
 Everything ``madeflow fit`` does to its data is here and in :mod:`madeflow.data`, so a Python
-recipe reaches the same numbers (see ``docs/tutorials.md``).
+recipe reaches the same numbers (see ``docs/getting-started.md``).
 
 Example:
     >>> from madeflow.data import load_digits

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.distributions import Distribution, constraints
 
+from madeflow.distributions import conditionals
 from madeflow.distributions.base import DensityModel
 from madeflow.distributions.pyro import MADEDistribution
 from madeflow.nn.made import MADE, Params
@@ -193,6 +194,150 @@ class MADEDensity(DensityModel):
         finally:
             made.set_mask(current)
         return torch.logsumexp(torch.stack(terms), 0) - math.log(made.num_masks)
+
+    # ------------------------------------------------ marginals and conditionals
+    def covering_masks(self, observed: torch.Tensor) -> list[int]:
+        """The masks that can condition exactly on ``observed``: their ordering starts with it.
+
+        Args:
+            observed: ``(D,)`` bool, ``True`` for the inputs to condition on.
+
+        Returns:
+            Mask indices, ascending.
+
+        Raises:
+            ValueError: If no mask's ordering starts with the observed inputs; the message names
+                them and says which orderings would work and how to train them.
+
+        Example:
+            >>> from madeflow.distributions import GaussianMADE
+            >>> est = GaussianMADE(3, [8], permutation=[[0, 1, 2], [2, 1, 0]])
+            >>> est.covering_masks(torch.tensor([False, False, True]))
+            [1]
+        """
+        return conditionals.covering(self, observed)
+
+    def marginal_log_prob(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""Exact log-density of the observed entries, :math:`\log p_O(x_O)`.
+
+        Under a mask whose ordering starts with the observed inputs :math:`O`, the first
+        :math:`|O|` conditionals multiply to the marginal. With several such masks :math:`C_O`,
+        the result is the log of the mean of their marginals, the marginal of their equal-weight
+        mixture :math:`p_O = \frac{1}{|C_O|} \sum_{k \in C_O} p_k`
+        (:mod:`madeflow.distributions.conditionals`). For all inputs observed it equals
+        :meth:`ensemble_log_prob` (:meth:`log_prob` with one mask); for none it is 0.
+
+        Cost: one network pass per covering mask. Differentiable in the parameters, ``x`` and
+        ``context``.
+
+        Args:
+            x: ``(*batch, D)``; entries outside ``observed`` are ignored and may be NaN.
+            observed: ``(D,)`` bool, ``True`` for the observed inputs.
+            context: ``(*batch, context_dim)`` when conditional, else ``None``.
+
+        Returns:
+            ``(*batch,)`` (the broadcast batch shape of ``x`` and ``context``).
+
+        Raises:
+            ValueError: If no mask's ordering starts with the observed inputs (the message says
+                which orderings would work), on NaN/Inf observed entries (rows named), or on
+                the inputs :meth:`log_prob` refuses.
+            TypeError: If ``observed`` is not a boolean tensor, or as :meth:`log_prob`.
+            NumericalError: If the model's values overflow on these finite entries, as
+                :meth:`log_prob`.
+
+        Example:
+            >>> from madeflow.distributions import GaussianMADE
+            >>> est = GaussianMADE(3, [8])
+            >>> x = torch.tensor([[0.5, float("nan"), float("nan")]])
+            >>> est.marginal_log_prob(x, torch.tensor([True, False, False])).shape
+            torch.Size([1])
+        """
+        return conditionals.marginal_log_prob(self, x, observed, context)
+
+    def conditional_log_prob(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""Exact log-density of the unobserved entries given the observed ones.
+
+        .. math:: \log p_O(x_{\bar O} \mid x_O) = \log p_O(x) - \log p_O(x_O),
+
+        for the mixture :math:`p_O` of the masks whose ordering starts with :math:`O` (one
+        mask: that mask's density). Both terms come from the same pass per covering mask.
+        Differentiable.
+
+        Args:
+            x: ``(*batch, D)``, every entry given (finite).
+            observed: ``(D,)`` bool, ``True`` for the inputs conditioned on.
+            context: ``(*batch, context_dim)`` when conditional, else ``None``.
+
+        Returns:
+            ``(*batch,)``.
+
+        Raises:
+            ValueError: As :meth:`marginal_log_prob`, and for NaN/Inf entries anywhere.
+            TypeError: As :meth:`marginal_log_prob`.
+            NumericalError: As :meth:`marginal_log_prob`.
+
+        Example:
+            >>> from madeflow.distributions import BernoulliMADE
+            >>> est = BernoulliMADE(3, [8])
+            >>> x = torch.tensor([1.0, 0.0, 1.0])
+            >>> observed = torch.tensor([True, False, False])
+            >>> lhs = est.conditional_log_prob(x, observed)
+            >>> bool(torch.isclose(lhs, est.log_prob(x) - est.marginal_log_prob(x, observed)))
+            True
+        """
+        return conditionals.conditional_log_prob(self, x, observed, context)
+
+    def conditional_sample(
+        self,
+        x: torch.Tensor,
+        observed: torch.Tensor,
+        sample_shape: torch.Size | Sequence[int] = (),
+        context: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        r"""Exact draws of the unobserved entries given the observed ones, without gradient.
+
+        Under a mask whose ordering starts with the observed inputs :math:`O`, the draw is the
+        sequential solve started after them (:func:`madeflow.solve.autoregressive_solve` with
+        ``observed``), at the cost of about one network pass. With several covering masks each
+        draw first picks a mask :math:`k` with probability :math:`w_k \propto p_k(x_O)` (one
+        more pass per covering mask), which samples the conditional of their mixture exactly
+        (:mod:`madeflow.distributions.conditionals`). With nothing observed this is plain
+        sampling from the mask ensemble; with everything observed, copies of ``x``.
+
+        Args:
+            x: ``(*batch, D)``; entries outside ``observed`` are ignored and may be NaN.
+            observed: ``(D,)`` bool, ``True`` for the inputs to condition on.
+            sample_shape: Leading shape of the draw.
+            context: ``(*batch, context_dim)`` when conditional, else ``None``.
+
+        Returns:
+            ``(*sample_shape, *batch, D)``; its observed entries equal ``x``'s (in the model's
+            dtype).
+
+        Raises:
+            ValueError: As :meth:`marginal_log_prob`.
+            TypeError: As :meth:`marginal_log_prob`.
+
+        Example:
+            >>> from madeflow.distributions import GaussianMADE
+            >>> est = GaussianMADE(3, [8])
+            >>> x = torch.tensor([0.5, float("nan"), float("nan")])
+            >>> draws = est.conditional_sample(x, torch.tensor([True, False, False]), (4,))
+            >>> tuple(draws.shape), draws[:, 0].tolist()
+            ((4, 3), [0.5, 0.5, 0.5, 0.5])
+        """
+        return conditionals.conditional_sample(self, x, observed, torch.Size(sample_shape), context)
 
     # ------------------------------------------------------------- sampling
     def sample_from_noise(

@@ -40,6 +40,7 @@ class MaskedLinear(nn.Linear):
         )
         self.grouped = True
         self._plan: tuple[torch.Tensor, int, GroupPlan | None] | None = None
+        self._factor: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def group_plan(self) -> GroupPlan | None:
         """The grouping of the current mask (``None``: dense), rebuilt when the mask changes.
@@ -57,7 +58,7 @@ class MaskedLinear(nn.Linear):
     def __getstate__(self) -> dict:
         """Pickle (and deepcopy) without the grouping plan: it is rebuilt on first use."""
         state = super().__getstate__()
-        state["_plan"] = None
+        state["_plan"] = state["_factor"] = None
         return state
 
     def set_mask(self, mask: torch.Tensor) -> None:
@@ -67,11 +68,31 @@ class MaskedLinear(nn.Linear):
             mask: ``(out_features, in_features)`` boolean tensor.
         """
         self.mask = mask.to(device=self.weight.device, dtype=torch.bool)
-        self._plan = None
+        self._plan = self._factor = None
 
     def masked_weight(self) -> torch.Tensor:
-        """The weight with masked entries zeroed, ``(out_features, in_features)``."""
-        return self.weight * self.mask
+        """The weight with masked entries zeroed, ``(out_features, in_features)``.
+
+        In eager mode a product with the mask as 0/1 numbers in the weight's dtype, kept while
+        the mask tensor and its version stay (several times faster than a product with the
+        boolean mask, forward and backward). Masked entries get the gradient ``g * 0``: zero,
+        unless ``g`` itself overflows (then NaN, which training reports as a divergence).
+        """
+        if not is_eager():
+            return self.weight * self.mask
+        cached = self._factor
+        w = self.weight
+        if (
+            cached is None
+            or cached[0] is not self.mask
+            or cached[1] != self.mask._version
+            or cached[2].dtype != w.dtype
+            or cached[2].device != w.device
+        ):
+            cached = (self.mask, self.mask._version, self.mask.to(w.dtype))
+            if not torch.is_inference_mode_enabled():  # inference tensors cannot be reused
+                self._factor = cached
+        return w * cached[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the masked map.

@@ -51,8 +51,9 @@ class MADE(nn.Module):
         context_dim: Size of the conditioning vector (degree 0: every hidden unit and every output,
             the first one included, sees it). ``0`` for an unconditional MADE.
         permutation: The ordering: ``permutation[k]`` is the input that comes ``k``-th. ``None``
-            for the identity, ``"random"`` for a seeded random ordering (a new one per mask), or a
-            sequence/tensor of ints.
+            for the identity, ``"random"`` for a seeded random ordering (a new one per mask), a
+            sequence/tensor of ints (every mask), or a ``(K, D)`` nested sequence/tensor, one
+            ordering per mask (e.g. from :func:`madeflow.nn.orderings.covering_orderings`).
         skip_connections: Add the paper's direct input-to-output connections (strictly masked).
         hidden_degrees: ``"equal"`` (deterministic, evenly spread) or ``"random"`` (the paper's
             uniform draw in ``[min degree below, D - 1]``).
@@ -60,7 +61,8 @@ class MADE(nn.Module):
         residual: Use masked residual layers ``h + W act(h)`` after the first hidden layer (all
             hidden widths must be equal).
         num_masks: Number of masks for connectivity- and order-agnostic training; cycle them with
-            :meth:`next_mask`.
+            :meth:`next_mask`. ``None``: the number of orderings given (1 unless ``permutation``
+            has several rows).
         seed: Seed of the masks (orderings and random degrees); ``None`` draws one from torch's
             global generator, so ``torch.manual_seed`` makes construction reproducible.
 
@@ -90,7 +92,7 @@ class MADE(nn.Module):
         hidden_degrees: str = "equal",
         activation: type[nn.Module] | nn.Module | Callable[[torch.Tensor], torch.Tensor] = nn.ReLU,
         residual: bool = False,
-        num_masks: int = 1,
+        num_masks: int | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -98,7 +100,7 @@ class MADE(nn.Module):
         param_dims = check_positive_ints(param_dims, "param_dims")
         check_int(input_dim, "input_dim", minimum=1)
         check_int(context_dim, "context_dim", minimum=0)
-        check_int(num_masks, "num_masks", minimum=1)
+        num_masks = _count_masks(permutation, num_masks)
         if hidden_degrees not in ("equal", "random"):
             raise ValueError(f"hidden_degrees must be 'equal' or 'random', got {hidden_degrees!r}")
         if residual and len(set(hidden_dims)) != 1:
@@ -169,6 +171,8 @@ class MADE(nn.Module):
             perms = torch.stack([torch.randperm(d, generator=gen) for _ in range(k)])
         elif permutation is None:
             perms = torch.arange(d).expand(k, d).clone()
+        elif _rows(permutation) > 1:  # one ordering per mask (_count_masks checked the count)
+            perms = torch.stack([as_permutation(row, d) for row in torch.as_tensor(permutation)])
         else:
             perms = as_permutation(permutation, d).expand(k, d).clone()
 
@@ -201,7 +205,10 @@ class MADE(nn.Module):
     def _apply_mask(self, index: int) -> None:
         self.mask_index.fill_(index)
         perm = self.permutations[index]
-        self.permutation = perm.clone()
+        if self.permutation.shape == perm.shape and self.permutation.device == perm.device:
+            self.permutation.copy_(perm)  # in place: Pyro's transforms keep this very tensor
+        else:
+            self.permutation = perm.clone()
         self.input_degree = input_degrees(perm)
         below = self.input_degree
         for layer, deg in zip(self.layers, self.hidden_degrees()):
@@ -278,10 +285,11 @@ class MADE(nn.Module):
             ``(*batch, D)`` each when all are 1 and ``(*batch, p, D)`` otherwise.
         """
         self.check_inputs(x, context)
-        h = self.layers[0](x)
+        first, *rest = self.layers  # not layers[1:]: slicing builds a new ModuleList each call
+        h = first(x)
         if self.context_layer is not None:
             h = h + self.context_layer(context.to(h.dtype))
-        for layer in self.layers[1:]:
+        for layer in rest:
             a = layer(self.activation(h))
             h = h + a if self.residual else a
         out = self.output_layer(self.activation(h))
@@ -334,6 +342,33 @@ class MADE(nn.Module):
             f"num_masks={self.num_masks}, residual={self.residual}, "
             f"hidden_degrees={self.hidden_degree_mode!r}"
         )
+
+
+def _rows(permutation: str | Sequence[int] | torch.Tensor | None) -> int:
+    """The number of orderings in a ``(K, D)`` permutation (``1`` for anything else)."""
+    if permutation is None or isinstance(permutation, str):
+        return 1
+    try:
+        p = torch.as_tensor(permutation)
+    except (TypeError, ValueError, RuntimeError):
+        return 1  # as_permutation names the problem
+    return p.shape[0] if p.dim() == 2 else 1
+
+
+def _count_masks(
+    permutation: str | Sequence[int] | torch.Tensor | None, num_masks: int | None
+) -> int:
+    """``num_masks``, defaulting to (and checked against) the number of orderings given."""
+    rows = _rows(permutation)
+    if num_masks is None:
+        return rows
+    check_int(num_masks, "num_masks", minimum=1)
+    if rows > 1 and num_masks != rows:
+        raise ValueError(
+            f"permutation holds {rows} orderings (one per mask) but num_masks={num_masks}; "
+            "pass as many orderings as masks, or leave num_masks out"
+        )
+    return num_masks
 
 
 def _check_loaded_masks(

@@ -43,7 +43,7 @@ from madeflow.runs.safe_io import (
     save_json,
     save_tensors,
 )
-from madeflow.train.state import TrainingStateError, check_state
+from madeflow.train.state import TrainingStateError, check_state, upgrade
 
 __all__ = [
     "CONFIG",
@@ -241,6 +241,7 @@ def read_state(folder: Path, config: dict[str, Any], model: torch.nn.Module) -> 
     state = ckpt.get("state")
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
         raise CheckpointError(f"{path} holds no training state; delete it to start the run again")
+    state = upgrade(state)
     try:
         check_state(state, model)
         # Loading runs the MADE buffer checks; fit loads the same weights again.

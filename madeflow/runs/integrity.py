@@ -108,6 +108,9 @@ class _ConfigCheck:
         need("data", "alpha", _is_real(alpha) and 0 < alpha < 0.5, "a number in (0, 0.5)")
         for key in ("standardize", "mmap"):
             need("data", key, isinstance(data.get(key), bool), "true or false")
+        columns = data.get("columns", [])  # a CSV file's header, if it had one
+        ok = isinstance(columns, list) and all(isinstance(c, str) for c in columns)
+        need("data", "columns", ok, "a list of column names")
 
     def model(self) -> None:
         model = self.config["model"]

@@ -178,7 +178,11 @@ def _parameter_grads(
     context: torch.Tensor | None,
     n: int,
 ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
-    """Gradients of every MADE parameter (``named_parameters`` order) and of the context."""
+    """Gradients of every MADE parameter (``named_parameters`` order) and of the context.
+
+    Masked entries are set to zero, not multiplied by the mask: in float32 an outer product can
+    overflow at an entry the mask removes, and ``inf * 0`` would be a NaN gradient there.
+    """
     x = _unsort(saved.x, plan.permutation_index)  # (D, N), input order
     grads: dict[str, torch.Tensor] = {}
     below = x
@@ -186,17 +190,17 @@ def _parameter_grads(
     for i, (layer, m) in enumerate(zip(made.layers, plan.hidden)):
         delta = _unsort(d_pre[i], m.weight.rows)
         deltas.append(delta)
-        grads[f"layers.{i}.weight"] = (delta @ below.t()) * layer.mask
+        grads[f"layers.{i}.weight"] = (delta @ below.t()).masked_fill_(layer.mask == 0, 0)
         if layer.bias is not None:
             grads[f"layers.{i}.bias"] = delta.sum(1)
         below = _unsort(saved.post[i], m.weight.rows)
     delta_out = _unsort(d_out, plan.output.weight.rows)
     out = made.output_layer
-    grads["output_layer.weight"] = (delta_out @ below.t()) * out.mask
+    grads["output_layer.weight"] = (delta_out @ below.t()).masked_fill_(out.mask == 0, 0)
     if out.bias is not None:
         grads["output_layer.bias"] = delta_out.sum(1)
     if made.skip_layer is not None:
-        grads["skip_layer.weight"] = (delta_out @ x.t()) * made.skip_layer.mask
+        grads["skip_layer.weight"] = (delta_out @ x.t()).masked_fill_(made.skip_layer.mask == 0, 0)
     grad_context = None
     if made.context_layer is not None:
         c = context.reshape(n, -1).t().to(deltas[0].dtype)

@@ -21,6 +21,7 @@ the callback.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 import time
 from collections.abc import Callable
@@ -121,7 +122,7 @@ def fit(
         seed: Seed of the shuffling; same seed, data and initial model give bitwise the same
             parameters on CPU.
         progress: Show a tqdm bar with the log-likelihoods; ``None`` shows it only when stderr is
-            a terminal.
+            a terminal and tqdm (in the ``cli`` extra) is installed.
         callback: Called with an :class:`EpochEnd` after every epoch (e.g. to checkpoint
             ``event.state()``); returning ``True`` stops training (on every rank, if any rank's
             callback returns ``True``).
@@ -177,8 +178,7 @@ def fit(
     history, stopping, first = restore(state, model, optimizer, generator, max_epochs)
     log_prob = torch.compile(par.log_prob) if compile else par.log_prob
     options = _Options(max_epochs, batch_size, lr, lr_schedule, patience, augment, callback)
-    show = par.rank == 0 and (sys.stderr.isatty() if progress is None else progress)
-    bar = _Bar(max_epochs, first) if show else None
+    bar = _Bar(max_epochs, first) if par.rank == 0 and _show_bar(progress) else None
     trainer = Trainer(par, optimizer, log_prob, clip_grad_norm)
     run = _Run(data, trainer, generator, options, history, stopping, bar)
     t0 = time.perf_counter()
@@ -236,11 +236,28 @@ class _Options:
     callback: Callable[[EpochEnd], bool | None] | None
 
 
+def _show_bar(progress: bool | None) -> bool:
+    """``progress``, or for ``None``: whether stderr is a terminal and tqdm is installed."""
+    if progress is None:
+        return sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
+    return progress
+
+
 class _Bar:
-    """A tqdm bar of epochs showing the log-likelihoods (tqdm is imported only when shown)."""
+    """A tqdm bar of epochs showing the log-likelihoods (tqdm is imported only when shown).
+
+    Its total is ``max_epochs`` while training goes on; when training ends before (early
+    stopping, the callback) the total shrinks to the epochs run, so the bar ends full.
+    """
 
     def __init__(self, total: int, initial: int) -> None:
-        from tqdm.auto import tqdm
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as err:
+            raise ImportError(
+                'fit(progress=True) draws its bar with tqdm: pip install "madeflow[cli]" '
+                "(or pip install tqdm), or pass progress=False"
+            ) from err
 
         self.tqdm = tqdm(total=total, initial=min(initial, total), unit="epoch")
 
@@ -252,6 +269,11 @@ class _Bar:
             post["best"] = f"{best:.3f}"
         self.tqdm.set_postfix(post, refresh=False)
         self.tqdm.update(1)
+
+    def end_early(self) -> None:
+        """Training stopped before ``max_epochs``: the total becomes the epochs run."""
+        self.tqdm.total = self.tqdm.n
+        self.tqdm.refresh()
 
     def close(self) -> None:
         """Close the bar."""
@@ -282,6 +304,8 @@ class _Run:
             for epoch in range(first, self.options.max_epochs):
                 stopped = self.epoch(epoch)
                 if stopped != GOING_ON:
+                    if self.bar is not None:
+                        self.bar.end_early()
                     break
         finally:
             self.par.close()
@@ -298,26 +322,27 @@ class _Run:
         batches = epoch_batches(
             d.train, d.train_context, o.batch_size, self.par, self.generator, o.augment
         )
-        train_ll = self.trainer.epoch(batches, epoch)
+        number = epoch + 1  # epochs are counted from 1 wherever users see them
+        train_ll = self.trainer.epoch(batches, number)
         h.train_log_lik.append(train_ll)
-        h.epochs = epoch + 1
+        h.epochs = number
         val_ll = None
         if d.val is not None:
-            val_ll = validate(self.par, d.val, d.val_context, o.batch_size, epoch)
+            val_ll = validate(self.par, d.val, d.val_context, o.batch_size, number)
             h.val_log_lik.append(val_ll)
-        improved = self.stopping.update(h, epoch, val_ll, self.par.model)
+        improved = self.stopping.update(h, number, val_ll, self.par.model)
         stopped = GOING_ON
         if d.val is not None and self.stopping.exhausted(o.patience):
             stopped = "early_stopping"
         if self.bar is not None:
             self.bar.update(train_ll, val_ll, h.best_val_log_lik)
         h.stopped = "" if stopped == GOING_ON else stopped
-        last = stopped != GOING_ON or epoch + 1 >= o.max_epochs
-        event = EpochEnd(epoch, train_ll, val_ll, improved, last, h, self._state(epoch))
+        last = stopped != GOING_ON or number >= o.max_epochs
+        event = EpochEnd(number, train_ll, val_ll, improved, last, h, self._state(number))
         return self._tell(event, stopped)
 
     def _state(self, epoch: int) -> Callable[[], dict[str, Any]]:
-        """What :meth:`EpochEnd.state` returns: a snapshot taken when it is called."""
+        """What :meth:`EpochEnd.state` returns after ``epoch`` (from 1): a snapshot when called."""
         s = self.stopping
         return functools.partial(
             snapshot,

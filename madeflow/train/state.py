@@ -34,10 +34,11 @@ __all__ = [
     "check_state",
     "restore",
     "snapshot",
+    "upgrade",
 ]
 
-STATE_VERSION = 1
-"""Version of the training-state layout."""
+STATE_VERSION = 2
+"""Version of the training-state layout (2: epochs counted from 1, see :func:`upgrade`)."""
 
 STOPPED_EARLY = ("early_stopping", "callback")
 """Values of :attr:`History.stopped` after which a resumed run trains no further."""
@@ -56,7 +57,8 @@ class History:
             epoch's mini-batches while the weights were changing).
         val_log_lik: Mean validation log-likelihood per epoch after the epoch (empty without
             validation data).
-        best_epoch: Index (0-based) of the epoch whose weights were kept; ``-1`` before any epoch.
+        best_epoch: The epoch whose weights were kept, counted from 1 like ``epochs`` (so
+            ``1 <= best_epoch <= epochs``); ``0`` before any epoch.
         best_val_log_lik: The validation log-likelihood of the kept weights (``nan`` without
             validation data).
         stopped: Why training ended: ``"max_epochs"``, ``"early_stopping"`` or ``"callback"``.
@@ -66,7 +68,7 @@ class History:
 
     train_log_lik: list[float] = field(default_factory=list)
     val_log_lik: list[float] = field(default_factory=list)
-    best_epoch: int = -1
+    best_epoch: int = 0
     best_val_log_lik: float = float("nan")
     stopped: str = ""
     epochs: int = 0
@@ -82,7 +84,7 @@ class EpochEnd:
     """Passed to ``callback`` at the end of each epoch.
 
     Attributes:
-        epoch: Index (0-based) of the epoch that just ended.
+        epoch: The epoch that just ended, counted from 1 (``history.epochs`` after it).
         train_log_lik: Its mean training log-likelihood.
         val_log_lik: Its validation log-likelihood, ``None`` without validation data.
         improved: Whether these are the best weights so far.
@@ -133,13 +135,13 @@ class EarlyStopping:
     def update(
         self, history: History, epoch: int, val_log_lik: float | None, model: nn.Module
     ) -> bool:
-        """Record the end of ``epoch``; returns whether its weights are the best so far.
+        """Record the end of ``epoch`` (counted from 1); returns whether its weights are the best.
 
         Without validation data (``val_log_lik is None``) every epoch counts as an improvement,
         so the last weights are kept.
         """
         improved = (
-            val_log_lik is None or history.best_epoch < 0 or val_log_lik > history.best_val_log_lik
+            val_log_lik is None or history.best_epoch == 0 or val_log_lik > history.best_val_log_lik
         )
         if improved:
             history.best_epoch = epoch
@@ -166,6 +168,8 @@ def snapshot(
     bad_epochs: int,
 ) -> dict[str, Any]:
     """A detached copy of everything :func:`restore` needs to continue after ``epoch``.
+
+    ``epoch`` counts from 1: it is the number of epochs run so far.
 
     The model, the optimizer, the generators and the history are copied as they are when this is
     called; ``best_weights`` and ``bad_epochs`` are those of the end of ``epoch``.
@@ -211,6 +215,7 @@ def restore(
     """
     if state is None:
         return History(), EarlyStopping(clone(model.state_dict())), 0
+    state = upgrade(state)
     check_state(state, model)
     try:
         model.load_state_dict(state["best_model"])  # checks its MADE buffers now, not at the end
@@ -222,7 +227,7 @@ def restore(
     torch.set_rng_state(state["torch_rng"])
     history = History(**state["history"])
     stopping = EarlyStopping(clone(state["best_model"]), int(state["bad_epochs"]))
-    first = max_epochs if history.stopped in STOPPED_EARLY else int(state["epoch"]) + 1
+    first = max_epochs if history.stopped in STOPPED_EARLY else int(state["epoch"])
     return history, stopping, first
 
 
@@ -299,10 +304,35 @@ def _check_history(history: Any) -> None:
         ):
             raise TrainingStateError(f"history.{key} must be a list of finite numbers")
     for key in ("best_epoch", "epochs"):
-        if not _is_int(history[key]) or history[key] < -1:
+        if not _is_int(history[key]) or history[key] < 0:
             raise TrainingStateError(f"history.{key} must be an integer, got {history[key]!r}")
     if not isinstance(history["stopped"], str):
         raise TrainingStateError(f"history.stopped must be a string, got {history['stopped']!r}")
+
+
+def upgrade(state: Any) -> Any:
+    """A version-1 training state in the current layout; anything else unchanged.
+
+    Version 1 counted epochs from 0 (``epoch`` and ``history.best_epoch`` were indices); version 2
+    counts them from 1, like ``history.epochs``. Resuming an older run therefore goes on where it
+    stopped, and reports the same best epoch as before.
+
+    Args:
+        state: A training state as saved, of any version (checked later by :func:`check_state`).
+
+    Returns:
+        A shallow copy with the numbers shifted for version 1; ``state`` itself otherwise.
+    """
+    version = state.get("version") if isinstance(state, dict) else None
+    if not _is_int(version) or version != 1:  # anything else is for check_state to judge
+        return state
+    history = state.get("history")
+    new = {**state, "version": STATE_VERSION}
+    if _is_int(state.get("epoch")):
+        new["epoch"] = state["epoch"] + 1
+    if isinstance(history, dict) and _is_int(history.get("best_epoch")):
+        new["history"] = {**history, "best_epoch": history["best_epoch"] + 1}
+    return new
 
 
 def check_state(state: Any, model: nn.Module) -> None:

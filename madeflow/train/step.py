@@ -184,9 +184,9 @@ class Trainer:
         return total
 
     def epoch(self, batches: Iterable[Batch], epoch: int) -> float:
-        """Step through one epoch's batches; returns the mean training log-likelihood."""
+        """Steps through the batches of ``epoch`` (from 1); returns the mean log-likelihood."""
         total, count = 0.0, 0
-        for step, (x, c, n) in enumerate(batches):
+        for step, (x, c, n) in enumerate(batches, start=1):
             total += self.step(x, c, n, f"epoch {epoch}, step {step}")
             count += n
         self.par.sync_buffers()
@@ -202,7 +202,7 @@ def _diverged_at(where: str, detail: str) -> NonFiniteLossError:
 
 
 def check_parameters(model: nn.Module, epoch: int) -> None:
-    """Refuse parameters that became NaN or infinite during ``epoch``."""
+    """Refuse parameters that became NaN or infinite during ``epoch`` (counted from 1)."""
     broken = next((k for k, p in model.named_parameters() if not p.isfinite().all()), None)
     if broken is not None:
         raise NonFiniteLossError(f"parameter {broken} became NaN or Inf at epoch {epoch}; {ADVICE}")
@@ -215,7 +215,7 @@ def validate(
     batch_size: int,
     epoch: int,
 ) -> float:
-    """The validation log-likelihood after ``epoch`` (the same on every rank).
+    """The validation log-likelihood after ``epoch`` (counted from 1; the same on every rank).
 
     Raises:
         NonFiniteLossError: If it is NaN or infinite, naming the rows where the model

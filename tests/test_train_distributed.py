@@ -210,7 +210,7 @@ def test_a_killed_rank_fails_the_job_clearly_and_resume_finishes(
     ref_res, ref = reference_run
     assert ref_res.returncode == 0, ref_res.stderr[-3000:]
     out = tmp_path / "killed"
-    res = _torchrun(WORKER, "kill-at", 2, *FIT, "--out", out)
+    res = _torchrun(WORKER, "kill-at", 3, *FIT, "--out", out)
     assert res.returncode != 0
     assert "SIGKILL" in res.stderr  # torchrun names the rank that died and how
     assert "madeflow: error (rank 0): lost contact with another rank" in res.stderr

@@ -8,24 +8,24 @@ import torch
 from madeflow.transforms import PermuteTransform
 
 
-def test_permutes_and_inverts(device):
-    t = PermuteTransform(torch.tensor([2, 0, 1])).to(device)
-    u = torch.randn(4, 3, device=device)
+def test_permutes_and_inverts():
+    t = PermuteTransform(torch.tensor([2, 0, 1]))
+    u = torch.randn(4, 3)
     x = t(u)
     assert torch.equal(x, u[..., [2, 0, 1]])
     assert torch.equal(t.inv(x.clone()), u)
-    assert torch.equal(t.log_abs_det_jacobian(u, x), torch.zeros(4, device=device))
+    assert torch.equal(t.log_abs_det_jacobian(u, x), torch.zeros(4))
 
 
-def test_permutation_is_saved_and_restored(device):
-    a = PermuteTransform([2, 0, 1]).to(device)
-    b = PermuteTransform([0, 1, 2]).to(device)
+def test_permutation_is_saved_and_restored():
+    a = PermuteTransform([2, 0, 1])
+    b = PermuteTransform([0, 1, 2])
     assert "permutation" in a.state_dict()
     b.load_state_dict(a.state_dict())
-    u = torch.randn(5, 3, device=device)
+    u = torch.randn(5, 3)
     assert torch.equal(b(u), a(u))
     assert torch.equal(b.inv(u.clone()), a.inv(u.clone()))
-    assert b.permutation.device.type == torch.device(device).type
+    assert b.permutation.device.type == torch.get_default_device().type
 
 
 @pytest.mark.parametrize("bad", [[0, 0, 1], [0, 1, 3], [0.0, 1.0, 2.0]])

@@ -1,7 +1,10 @@
 """The same checks on Pyro's AutoRegressiveNN classes and madeflow's drop-ins, side by side.
 
 Any divergence from Pyro (signature, output structure, autoregressive structure, or how Pyro's
-own transforms use the network) fails here for one column and not the other.
+own transforms use the network) fails here for one column and not the other. The transforms built
+on either network (Pyro's ``AffineAutoregressive``, madeflow's MAF and IAF layers, conditional or
+not) are registry entries ``<layer>_on_<side>_arn``: every generic check of ``test_generic.py``
+runs on both columns.
 """
 
 from __future__ import annotations
@@ -12,14 +15,10 @@ import pyro.distributions as dist
 import pyro.nn
 import pytest
 import torch
-from pyro.distributions.transforms import (
-    AffineAutoregressive,
-    ConditionalAffineAutoregressive,
-    SplineAutoregressive,
-)
+from conftest import float64_init
+from pyro.distributions.transforms import SplineAutoregressive
 
 import madeflow
-from madeflow.transforms import IAFTransform, MAFTransform
 
 PAIRS = {
     "pyro": (pyro.nn.AutoRegressiveNN, pyro.nn.ConditionalAutoRegressiveNN),
@@ -101,7 +100,9 @@ def test_default_ordering_is_random_and_reproducible(side):
 @pytest.mark.parametrize("side", SIDES)
 @pytest.mark.parametrize("conditional", [False, True])
 def test_autoregressive_in_the_networks_order(side, conditional):
-    net = carn(side, D, C, [20, 20]) if conditional else arn(side, D, [20, 20])
+    with float64_init():  # whether a ReLU path is dead at the probe point depends on the draw
+        net = carn(side, D, C, [20, 20]) if conditional else arn(side, D, [20, 20])
+    net.to(torch.get_default_dtype())
     ctx = torch.randn(C)
 
     def mean(v):
@@ -114,46 +115,6 @@ def test_autoregressive_in_the_networks_order(side, conditional):
     if conditional:  # every output, the first in the ordering included, sees the context
         cj = torch.autograd.functional.jacobian(lambda c: net(torch.randn(D), c)[0], ctx)
         assert (cj.abs().sum(-1) > 0).all()
-
-
-def transform_of(kind, side, conditional):
-    net = carn(side, D, C, [24, 24]) if conditional else arn(side, D, [24, 24])
-    if kind == "pyro_affine":
-        cls = ConditionalAffineAutoregressive if conditional else AffineAutoregressive
-    elif kind == "madeflow_maf":
-        cls = madeflow.ConditionalMAFTransform if conditional else MAFTransform
-    else:
-        cls = madeflow.ConditionalIAFTransform if conditional else IAFTransform
-    t = cls(net)
-    return t.condition(torch.randn(C)) if conditional else t
-
-
-KINDS = ["pyro_affine", "madeflow_maf", "madeflow_iaf"]
-
-
-@pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("conditional", [False, True])
-def test_transform_log_det_matches_autograd(side, kind, conditional):
-    t = transform_of(kind, side, conditional)
-    u = torch.randn(D)
-    x = t(u)
-    jac = torch.autograd.functional.jacobian(lambda v: t._call(v), u)
-    torch.testing.assert_close(t.log_abs_det_jacobian(u, x), torch.linalg.slogdet(jac)[1])
-
-
-@pytest.mark.parametrize("side", SIDES)
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("conditional", [False, True])
-@pytest.mark.parametrize("batch", [(), (4,), (2, 3)], ids=str)
-def test_transform_round_trip_and_shapes(side, kind, conditional, batch):
-    t = transform_of(kind, side, conditional)
-    u = torch.randn(*batch, D)
-    x = t._call(u)
-    back = t._inverse(x.clone())  # an outside point: the sequential direction, no cache
-    assert x.shape == back.shape == u.shape
-    torch.testing.assert_close(back, u, rtol=1e-7, atol=1e-7)
-    assert t.log_abs_det_jacobian(u, x).shape == batch
 
 
 @pytest.mark.parametrize("side", SIDES)

@@ -1,4 +1,5 @@
 import math
+import sys
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ from madeflow.data.toy import toy_data
 from madeflow.distributions import GaussianMADE
 from madeflow.runs.safe_io import load_tensors, save_tensors
 from madeflow.train.loop import NonFiniteLossError, evaluate_log_prob, fit
+from madeflow.train.state import upgrade
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -75,9 +77,10 @@ def test_early_stopping_restores_best_weights():
         callback=lambda ev: snapshots.append(_params(model)),
     )
     assert hist.stopped == "early_stopping"
-    assert hist.epochs == hist.best_epoch + 1 + 3
+    assert hist.epochs == hist.best_epoch + 3  # both counted from 1
     assert hist.best_val_log_lik == max(hist.val_log_lik)
-    best = snapshots[hist.best_epoch]
+    assert hist.val_log_lik[hist.best_epoch - 1] == hist.best_val_log_lik
+    best = snapshots[hist.best_epoch - 1]
     assert all(torch.equal(a, b) for a, b in zip(best, _params(model)))
     assert not all(torch.equal(a, b) for a, b in zip(snapshots[-1], _params(model)))
 
@@ -119,7 +122,7 @@ def test_nan_loss_raises_clear_error():
         def log_prob(self, x, context=None):
             return super().log_prob(x) + torch.log(self.loc[0] - 0.5)  # NaN once loc < 0.5
 
-    with pytest.raises(NonFiniteLossError, match="epoch 0, step 0"):
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 1"):
         fit(Broken(), torch.randn(50, 2), max_epochs=2, progress=False)
 
 
@@ -152,7 +155,7 @@ def test_context_callback_stop_and_schedule():
         lr_schedule="cosine",
         clip_grad_norm=1.0,
         progress=False,
-        callback=lambda ev: ev.epoch == 2,
+        callback=lambda ev: ev.epoch == 3,
     )
     assert hist.stopped == "callback" and hist.epochs == 3
     assert model.loc.detach().mean() > 0.1  # learned the offset direction
@@ -193,6 +196,40 @@ def test_progress_bar_shows_log_likelihoods(capsys):
     fit(DiagGauss(), torch.randn(30, 2), torch.randn(10, 2), max_epochs=2, progress=True)
     err = capsys.readouterr().err
     assert "2/2" in err and "train=" in err and "val=" in err
+
+
+def test_progress_bar_ends_full_when_training_stops_early(capsys):
+    # Validation far from the training data: early stopping after a few of 200 epochs.
+    train, val = torch.randn(40, 2) * 0.5 + 4.0, torch.randn(10, 2) * 0.5 + 1.0
+    hist = fit(DiagGauss(), train, val, max_epochs=200, lr=0.05, patience=2, progress=True)
+    assert hist.stopped == "early_stopping" and hist.epochs < 200
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert f"{hist.epochs}/{hist.epochs}" in last and "100%" in last
+
+
+def test_progress_none_needs_no_tqdm(monkeypatch):
+    """Without tqdm (the light core) the default shows no bar; asking for one says what to do."""
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    hist = fit(DiagGauss(), torch.randn(30, 2), max_epochs=1, progress=None)
+    assert hist.epochs == 1
+    with pytest.raises(ImportError, match=r'pip install "madeflow\[cli\]"'):
+        fit(DiagGauss(), torch.randn(30, 2), max_epochs=1, progress=True)
+
+
+def test_a_version_1_state_resumes_with_epochs_counted_from_1():
+    """States saved before epochs were counted from 1 resume where they stopped."""
+    data = torch.randn(60, 2) + 1.0
+    kw = dict(max_epochs=4, batch_size=20, lr=0.05, patience=None, progress=False)
+    states = []
+    full = fit(DiagGauss(), data[:40], data[40:], callback=lambda e: states.append(e.state()), **kw)
+    old = dict(states[1], version=1, epoch=1)  # after 2 epochs, as version 1 wrote it
+    old["history"] = dict(old["history"], best_epoch=old["history"]["best_epoch"] - 1)
+    assert upgrade(old)["epoch"] == states[1]["epoch"] == 2
+    assert upgrade(old)["history"] == states[1]["history"]
+    resumed = fit(DiagGauss(), data[:40], data[40:], state=old, **kw)
+    assert resumed.train_log_lik == full.train_log_lik and resumed.best_epoch == full.best_epoch
 
 
 def test_evaluate_log_prob_no_grad_and_mask_ensemble():
