@@ -8,16 +8,23 @@ with sbi's user-facing option names, as ``sbi.neural_nets.posterior_nn`` does.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from sbi.utils import standardizing_net, z_score_parser
 from torch import Tensor, nn
 
 import madeflow
 from madeflow.sbi.estimator import MadeflowDensityEstimator
+from madeflow.sbi.options import (
+    activation_module,
+    check_batches,
+    hidden_dims,
+    made_kwargs,
+    use_activation,
+    z_score_condition,
+    z_score_input,
+)
 
 __all__ = [
     "DEFAULTS",
@@ -36,33 +43,6 @@ DEFAULTS: dict[str, Any] = {
     "num_components": 10,
 }
 """Default options of the builders (measurements behind them: ``docs/sbi.md``)."""
-
-# Options that sbi's posterior_nn/likelihood_nn pass to every builder and that do not apply here.
-_IGNORED = {
-    "num_bins",
-    "tail_bound",
-    "hidden_layers_spline_context",
-    "tails",
-    "min_bin_width",
-    "min_bin_height",
-    "min_derivative",
-    "randperm",
-    "randmask",
-    "signal",
-    "degree",
-    "polynomials",
-    "components",
-    "dtype",
-    "num_mixture_components",
-}
-
-_ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
 
 
 def build_maf(
@@ -307,18 +287,18 @@ def _build(
     num_components: int = 10,
     **kwargs: Any,
 ) -> MadeflowDensityEstimator:
-    _check_batches(batch_x, batch_y)
+    check_batches(batch_x, batch_y)
     if model == "made_mog" and "num_mixture_components" in kwargs:
         num_components = kwargs["num_mixture_components"]
-    made_kwargs = _made_kwargs(kwargs, model)
+    per_made = made_kwargs(kwargs, model)
     embedding_net = nn.Identity() if embedding_net is None else embedding_net
     # Shapes come from the raw condition; its z-scoring is prepended to the embedding, as sbi does.
     with torch.no_grad():
         context_dim = int(embedding_net(batch_y[:1]).numel())
-    embedding_net = _z_score_condition(z_score_y, batch_y, embedding_net)
+    embedding_net = z_score_condition(z_score_y, batch_y, embedding_net)
     input_dim = int(batch_x[0].numel())
-    hidden = _hidden_dims(hidden_features, num_blocks)
-    act = _activation(activation)
+    hidden = hidden_dims(hidden_features, num_blocks)
+    act = activation_module(activation)
     if model == "made_mog":
         net: nn.Module = madeflow.GaussianMixtureMADE(
             input_dim,
@@ -326,7 +306,7 @@ def _build(
             num_components=num_components,
             context_dim=context_dim,
             activation=act,
-            **made_kwargs,
+            **per_made,
         )
     else:
         net = madeflow.MAF(
@@ -338,11 +318,11 @@ def _build(
             batch_norm=use_batch_norm,
             num_components=num_components,
             activation=act,
-            **made_kwargs,
+            **per_made,
         )
         if model == "maf_mog":
-            _use_activation(net.base_density, act)
-    shift, scale, dist = _z_score_input(z_score_x, batch_x, x_dist)
+            use_activation(net.base_density, act)
+    shift, scale, dist = z_score_input(z_score_x, batch_x, x_dist)
     estimator = MadeflowDensityEstimator(
         net,
         input_shape=batch_x[0].shape,
@@ -353,119 +333,3 @@ def _build(
         x_dist=dist,
     )
     return estimator.to(batch_x.device)
-
-
-def _check_batches(batch_x: Any, batch_y: Any) -> None:
-    for name, batch in (("batch_x", batch_x), ("batch_y", batch_y)):
-        if not isinstance(batch, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(batch).__name__}")
-        if batch.dim() < 2:
-            raise ValueError(
-                f"{name} must be a batch of simulations of shape (N, *event_shape) with at "
-                f"least 2 dimensions, got shape {tuple(batch.shape)}; a single parameter "
-                "vector or observation needs .unsqueeze(0), one scalar per simulation "
-                ".unsqueeze(-1)"
-            )
-        if not batch.dtype.is_floating_point:
-            raise TypeError(f"{name} must be floating point, got dtype {batch.dtype}")
-    if batch_x.shape[0] != batch_y.shape[0]:
-        raise ValueError(
-            f"batch_x has {batch_x.shape[0]} simulations but batch_y has {batch_y.shape[0]}: "
-            "theta and x must come in pairs (one row per simulation)"
-        )
-    if batch_x.device != batch_y.device:
-        raise ValueError(
-            f"batch_x is on {batch_x.device} but batch_y on {batch_y.device}; use one device"
-        )
-    for name, batch in (("batch_x", batch_x), ("batch_y", batch_y)):
-        bad = ~torch.isfinite(batch.reshape(batch.shape[0], -1)).all(-1)
-        if bool(bad.any()):
-            rows = torch.nonzero(bad).flatten()[:5].tolist()
-            raise ValueError(
-                f"{name} contains NaN or Inf in {int(bad.sum())} of {batch.shape[0]} simulations "
-                f"(first rows: {rows}). Drop failed simulations before building the estimator; "
-                "sbi does it with append_simulations(theta, x, exclude_invalid_x=True)."
-            )
-
-
-def _made_kwargs(kwargs: dict[str, Any], model: str) -> dict[str, Any]:
-    made_kwargs = {}
-    for key, value in kwargs.items():
-        if key in _IGNORED or (key == "num_transforms" and model == "made_mog"):
-            continue
-        if key == "dropout_probability":
-            if value:
-                raise ValueError("madeflow's MADE has no dropout: dropout_probability must be 0")
-            continue
-        if key == "use_batch_norm" and model == "made_mog":
-            if value:
-                raise ValueError("build_made_mog has no batch norm: use_batch_norm must be False")
-            continue
-        if key in ("residual", "skip_connections", "seed", "hidden_degrees", "permutation"):
-            made_kwargs[key] = value
-            continue
-        warnings.warn(f"madeflow.sbi: ignoring unknown option {key}={value!r}", stacklevel=4)
-    return made_kwargs
-
-
-def _hidden_dims(hidden_features: int | Sequence[int], num_blocks: int) -> list[int]:
-    if isinstance(hidden_features, int) and not isinstance(hidden_features, bool):
-        if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 1:
-            raise ValueError(f"num_blocks must be a positive integer, got {num_blocks!r}")
-        return [hidden_features] * num_blocks
-    return list(hidden_features)
-
-
-def _activation(activation: str | nn.Module | type[nn.Module]) -> nn.Module:
-    if isinstance(activation, str):
-        if activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"activation must be one of {sorted(_ACTIVATIONS)} or a module, got {activation!r}"
-            )
-        return _ACTIVATIONS[activation]()
-    return activation() if isinstance(activation, type) else activation
-
-
-def _use_activation(density: nn.Module | None, act: nn.Module) -> None:
-    """Give the MoG base of a MAF the builder's activation (MAF builds it with its default)."""
-    made = getattr(density, "made", None)
-    if isinstance(made, madeflow.MADE):
-        made.activation = act
-
-
-def _z_score_condition(
-    z_score_y: str | None, batch_y: Tensor, embedding_net: nn.Module
-) -> nn.Module:
-    if z_score_y == "transform_to_unconstrained":
-        raise ValueError(
-            "z_score_y='transform_to_unconstrained' is not supported for the condition; use "
-            "'independent', 'structured' or 'none'"
-        )
-    z_score, structured = z_score_parser(z_score_y)
-    if z_score:
-        return nn.Sequential(standardizing_net(batch_y, structured), embedding_net)
-    return embedding_net
-
-
-def _z_score_input(
-    z_score_x: str | None, batch_x: Tensor, x_dist: Any
-) -> tuple[Tensor | None, Tensor | None, Any]:
-    """``(shift, scale, bijection source)`` for the modelled variable, as sbi's flows do."""
-    if z_score_x == "transform_to_unconstrained":
-        if x_dist is None or not hasattr(x_dist, "support"):
-            raise ValueError(
-                "z_score_x='transform_to_unconstrained' needs x_dist: the prior (NPE), a "
-                "distribution with a .support"
-            )
-        return None, None, x_dist
-    z_score, structured = z_score_parser(z_score_x)
-    if not z_score:
-        return None, None, None
-    flat = batch_x.reshape(batch_x.shape[0], -1)
-    if structured:
-        mean = flat.mean()
-        std = flat.std(dim=1).clamp_min(1e-14).mean()
-    else:
-        mean = flat.mean(0)
-        std = flat.std(0).clamp_min(1e-14)
-    return mean, std, None
