@@ -21,6 +21,7 @@ __all__ = [
     "broadcast_batch",
     "check_context",
     "check_int",
+    "check_log_density",
     "check_observed",
     "check_partial_points",
     "check_points",
@@ -300,3 +301,30 @@ def check_partial_points(
         if error is not None:
             raise error
     return torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def check_log_density(log_p: torch.Tensor, owner: str, x: torch.Tensor) -> None:
+    """Refuse a NaN or ``+inf`` log-density of finite points, naming the rows.
+
+    ``-inf`` (a density that underflows) passes. Used by every model's scoring methods.
+
+    Args:
+        log_p: ``(*batch,)`` log-densities.
+        owner: The model's class name, for the message.
+        x: The finite points scored, for the message.
+
+    Raises:
+        NumericalError: If any entry is NaN or ``+inf``.
+    """
+    bad = torch.isnan(log_p) | (log_p == float("inf"))
+    if not bool(bad.any()):
+        return
+    rows = torch.nonzero(bad.reshape(-1)).flatten()
+    shown = ", ".join(str(r) for r in rows[:10].tolist())
+    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+    raise NumericalError(
+        f"{owner}'s log-density is NaN or Inf on finite data in {len(rows)} row(s) (flat batch "
+        f"indices {shown}{more}; largest |x| {float(x.abs().max()):.3g}): its values overflow "
+        f"{str(x.dtype)[6:]}; rescale the data, or score in float64 (model.double())",
+        rows[:10].tolist(),
+    )

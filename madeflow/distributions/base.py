@@ -26,7 +26,12 @@ from torch import nn
 from torch.distributions import Distribution
 
 from madeflow.modes import is_eager
-from madeflow.validation import NumericalError, broadcast_batch, check_context, check_points
+from madeflow.validation import (
+    broadcast_batch,
+    check_context,
+    check_log_density,
+    check_points,
+)
 
 __all__ = ["DensityModel"]
 
@@ -133,7 +138,7 @@ class DensityModel(nn.Module):
             return x.new_zeros(batch)
         log_p = self.score(x, context)
         if is_eager():
-            _check_result(log_p, type(self).__name__, x)
+            check_log_density(log_p, type(self).__name__, x)
         return log_p
 
     def sample(
@@ -215,19 +220,3 @@ class DensityModel(nn.Module):
             raise NotImplementedError(f"{type(self).__name__} has no reparameterized sampler")
         self.checked_context(context)
         return self.draw(torch.Size(sample_shape), context)
-
-
-def _check_result(log_p: torch.Tensor, owner: str, x: torch.Tensor) -> None:
-    """Refuse a NaN or ``+inf`` log-density of finite points, naming the rows."""
-    bad = torch.isnan(log_p) | (log_p == float("inf"))
-    if not bool(bad.any()):
-        return
-    rows = torch.nonzero(bad.reshape(-1)).flatten()
-    shown = ", ".join(str(r) for r in rows[:10].tolist())
-    more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-    raise NumericalError(
-        f"{owner}'s log-density is NaN or Inf on finite data in {len(rows)} row(s) (flat batch "
-        f"indices {shown}{more}; largest |x| {float(x.abs().max()):.3g}): its values overflow "
-        f"{str(x.dtype)[6:]}; rescale the data, or score in float64 (model.double())",
-        rows[:10].tolist(),
-    )

@@ -41,13 +41,17 @@ from typing import TYPE_CHECKING
 import torch
 from torch.distributions import Categorical
 
-from madeflow.distributions.base import _check_result as check_result
 from madeflow.modes import is_eager
 from madeflow.nn.made import MADE
 from madeflow.nn.orderings import covering_masks as _covers
 from madeflow.nn.orderings import uncovered_message
 from madeflow.solve import autoregressive_solve
-from madeflow.validation import broadcast_batch, check_observed, check_partial_points
+from madeflow.validation import (
+    broadcast_batch,
+    check_log_density,
+    check_observed,
+    check_partial_points,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from madeflow.distributions.made import MADEDensity
@@ -174,7 +178,7 @@ def conditional_log_prob(
 def _checked(log_p: torch.Tensor, model: MADEDensity, x: torch.Tensor) -> torch.Tensor:
     """Refuse a NaN or +inf result on finite inputs, as ``log_prob`` does (eager mode)."""
     if is_eager():
-        check_result(log_p, type(model).__name__, x)
+        check_log_density(log_p, type(model).__name__, x)
     return log_p
 
 
