@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,26 +41,32 @@ class MaskedLinear(nn.Linear):
             "mask", torch.ones(out_features, in_features, dtype=torch.bool), persistent=False
         )
         self.grouped = True
-        self._plan: tuple[torch.Tensor, int, GroupPlan | None] | None = None
-        self._factor: tuple[torch.Tensor, int, torch.Tensor] | None = None
+        self._derived: _Derived | None = None
 
-    def group_plan(self) -> GroupPlan | None:
-        """The grouping of the current mask (``None``: dense), rebuilt when the mask changes.
+    def _from_mask(self) -> _Derived:
+        """What is derived from the current mask, dropped when the mask changes.
 
-        The plan is kept with the very mask tensor it was made for and that tensor's version:
+        It is kept with the very mask tensor it was made for and that tensor's version:
         :meth:`set_mask`, ``load_state_dict`` (which calls it) and ``.to()`` install a new tensor,
         and in-place edits (``copy_``, indexing) bump the version. The mask is derived state:
         change connectivity through :meth:`set_mask`, not through ``mask.data``.
         """
-        cached = self._plan
-        if cached is None or cached[0] is not self.mask or cached[1] != self.mask._version:
-            cached = self._plan = (self.mask, self.mask._version, group_plan(self.mask))
-        return cached[2]
+        found = self._derived
+        if found is None or found.mask is not self.mask or found.version != self.mask._version:
+            found = self._derived = _Derived(self.mask, self.mask._version)
+        return found
+
+    def group_plan(self) -> GroupPlan | None:
+        """The grouping of the current mask (``None``: dense), rebuilt when the mask changes."""
+        derived = self._from_mask()
+        if not derived.planned:
+            derived.plan, derived.planned = group_plan(self.mask), True
+        return derived.plan
 
     def __getstate__(self) -> dict:
-        """Pickle (and deepcopy) without the grouping plan: it is rebuilt on first use."""
+        """Pickle (and deepcopy) without what is derived from the mask: rebuilt on first use."""
         state = super().__getstate__()
-        state["_plan"] = state["_factor"] = None
+        state["_derived"] = None
         return state
 
     def set_mask(self, mask: torch.Tensor) -> None:
@@ -68,7 +76,7 @@ class MaskedLinear(nn.Linear):
             mask: ``(out_features, in_features)`` boolean tensor.
         """
         self.mask = mask.to(device=self.weight.device, dtype=torch.bool)
-        self._plan = self._factor = None
+        self._derived = None
 
     def masked_weight(self) -> torch.Tensor:
         """The weight with masked entries zeroed, ``(out_features, in_features)``.
@@ -80,19 +88,14 @@ class MaskedLinear(nn.Linear):
         """
         if not is_eager():
             return self.weight * self.mask
-        cached = self._factor
         w = self.weight
-        if (
-            cached is None
-            or cached[0] is not self.mask
-            or cached[1] != self.mask._version
-            or cached[2].dtype != w.dtype
-            or cached[2].device != w.device
-        ):
-            cached = (self.mask, self.mask._version, self.mask.to(w.dtype))
+        factors = self._from_mask().factors
+        factor = factors.get((w.dtype, w.device))
+        if factor is None:
+            factor = self.mask.to(w.dtype)
             if not torch.is_inference_mode_enabled():  # inference tensors cannot be reused
-                self._factor = cached
-        return w * cached[2]
+                factors[(w.dtype, w.device)] = factor
+        return w * factor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the masked map.
@@ -108,3 +111,14 @@ class MaskedLinear(nn.Linear):
             if plan is not None:
                 return grouped_masked_linear(x, self.weight, self.bias, plan)
         return F.linear(x, self.masked_weight(), self.bias)
+
+
+@dataclass
+class _Derived:
+    """What a :class:`MaskedLinear` derives from one mask tensor at one version."""
+
+    mask: torch.Tensor
+    version: int
+    planned: bool = False
+    plan: GroupPlan | None = None
+    factors: dict[tuple[torch.dtype, torch.device], torch.Tensor] = field(default_factory=dict)
